@@ -1,0 +1,1 @@
+"""The Faust application: settings, topics, adapters and the App that `faust -A app.main` runs."""

@@ -1,0 +1,51 @@
+"""Worker-side commands: `faust -A app.main <command> --help`."""
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import orjson
+from faust.cli import AppCommand, option
+from tqdm import tqdm
+
+from app.kafka_tools import message_counts, read_all
+from app.main import app, settings
+from app.topics import dead_letters, sinks, transactions_in
+from domain.samples import samples
+
+
+@app.command(
+    option("--count", "-n", type=int, default=1000, show_default=True, help="Events to send."),
+    option("--bad-ratio", type=float, default=0.05, show_default=True, help="Share of bad events."),
+    option("--accounts", type=int, default=1000, show_default=True, help="Distinct account ids."),
+    option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data)."),
+)
+async def send_transactions(self: AppCommand, count: int, bad_ratio: float, accounts: int, seed: int) -> None:
+    """Send COUNT realistic raw transaction events (45 fields, all categories, some bad)."""
+    await transactions_in.maybe_declare()
+    topic = transactions_in.get_topic_name()
+    producer = app.producer
+    pending = []
+    for sample in tqdm(samples(count, bad_ratio=bad_ratio, accounts=accounts, seed=seed),
+                       desc=f"sending to {topic}", unit="ev"):
+        pending.append(await producer.send(topic, sample.key, sample.value, None, None, None))
+        if len(pending) >= 1000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    await producer.flush()
+
+
+@app.command()
+async def report(self: AppCommand) -> None:
+    """Print how many events each sink topic and the dead-letter topic hold, and why."""
+    names = [t.get_topic_name() for t in sinks.values()] + [dead_letters.get_topic_name()]
+    counts = await message_counts(settings.kafka_brokers, names)
+    for name in names:
+        print(f"{name:45s} {counts[name]:>8d}")
+    reasons: collections.Counter[Any] = collections.Counter(
+        orjson.loads(r.value)["reason"] for r in await read_all(settings.kafka_brokers, names[-1])
+    )
+    for reason, n in reasons.most_common():
+        print(f"  dead letters, {reason:30s} {n:>6d}")

@@ -1,0 +1,223 @@
+"""All configuration in one place: defaults < YAML file for the environment < APP_* env vars."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "APP_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _str(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _number(kind: type, raw: str) -> Any:
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        raise ValueError(f"must be {'an integer' if kind is int else 'a number'}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = _number(int, raw)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _number(int, raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port (1-65535)")
+    return value
+
+
+def _float(raw: str) -> float:
+    value = _number(float, raw)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    items = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not items:
+        raise ValueError("must list at least one value")
+    return items
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not any(value.startswith(f"{scheme}://") for scheme in schemes):
+            raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return value
+
+    return parse
+
+
+def setting(default: Any, parse: Callable[[str], Any], doc: str, secret: bool = False,
+            deployed: bool = False) -> Any:
+    """`deployed`: staging and prod must set it explicitly (its default is the local stack)."""
+    return field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret,
+                                            "deployed": deployed})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The application's settings; each field is read from APP_<FIELD NAME IN CAPITALS>."""
+
+    env: str = setting("dev", _choice("dev", "staging", "prod", "test"),
+                       "Environment name; selects config/<env>.yaml when it exists.")
+    id: str = setting("txpipe", _str,
+                          "Faust app id: consumer group and prefix of changelog topics.")
+    kafka_brokers: str = setting("kafka://127.0.0.1:19092", _url("kafka"),
+                                 "Kafka bootstrap servers (kafka://host:port;host2:port).", deployed=True)
+    topic_prefix: str = setting("", str, "Prefix added to every topic name (isolates tests and tenants).")
+    topic_partitions: int = setting(8, _positive_int, "Partitions of the topics the app creates.")
+    topic_replicas: int = setting(1, _positive_int, "Replication factor of the topics the app creates.")
+    input_topics: tuple[str, ...] = setting(("transactions.raw",), _list,
+                                            "Comma-separated input topics of the transactions pipeline.")
+    sink_topic_template: str = setting("transactions.{category}.enriched", _str,
+                                       "Sink topic per category; {category} is payment, receipt or refund.")
+    dlq_topic: str = setting("pipeline.dlq", _str, "Dead-letter topic.")
+    postgres_dsn: str = setting("postgresql://postgres@127.0.0.1:15432/app", _url("postgresql", "postgres"),
+                                "PostgreSQL DSN; put the password in APP_POSTGRES_PASSWORD, not here.", deployed=True)
+    postgres_password: str = setting("", str, "PostgreSQL password.", secret=True)
+    cql_hosts: tuple[str, ...] = setting(("127.0.0.1",), _list, "ScyllaDB/Cassandra contact points.", deployed=True)
+    cql_port: int = setting(19042, _port, "CQL native-protocol port.")
+    cql_keyspace: str = setting("pipeline", _str, "Keyspace of the processing history.")
+    cql_replication_factor: int = setting(1, _positive_int, "Replication factor when the app creates its keyspace.")
+    cql_username: str = setting("", str, "CQL user (empty: no authentication).")
+    cql_password: str = setting("", str, "CQL password.", secret=True)
+    schema_registry_url: str = setting("http://127.0.0.1:18081/apis/ccompat/v7", _url("http", "https"),
+                                       "Confluent-compatible Schema Registry base URL.", deployed=True)
+    store: str = setting("memory://", _url("memory", "rocksdb"),
+                         "Table store: memory:// in dev and tests, rocksdb:// in production.")
+    data_dir: str = setting("", str, "Worker data directory (tables on disk); empty: ./var/<id>.")
+    batch_size: int = setting(500, _positive_int, "Events an agent takes per batch.")
+    batch_wait_s: float = setting(0.2, _float, "Longest wait to fill a batch, in seconds.")
+    web_host: str = setting("127.0.0.1", _str, "Bind address of the web endpoint.")
+    web_port: int = setting(6066, _port, "Port of the web endpoint.")
+    log_level: str = setting("info", _choice("debug", "info", "warning", "error"), "Log level.")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = dict(_read_yaml(environ))
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            if name in environ:
+                values[f.name] = environ[name]
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise SettingsError(f"unknown setting {unknown[0]!r} in the YAML file")
+        parsed: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            raw = values[f.name]
+            if isinstance(raw, (list, tuple)):
+                raw = ",".join(str(item) for item in raw)
+            try:
+                parsed[f.name] = f.metadata["parse"](str(raw))
+            except ValueError as exc:
+                shown = "***" if f.metadata["secret"] else repr(str(raw))
+                raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}={shown}: {exc}") from None
+        settings = cls(**parsed)
+        if settings.env in ("staging", "prod"):
+            for f in dataclasses.fields(cls):
+                if f.metadata["deployed"] and f.name not in values:
+                    raise SettingsError(
+                        f"{ENV_PREFIX}{f.name.upper()} is required when {ENV_PREFIX}ENV={settings.env} "
+                        "(its default points at the local stack)")
+        return settings
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def sink_topic(self, category: str) -> str:
+        return self.topic(self.sink_topic_template.format(category=category))
+
+    def describe(self) -> dict[str, Any]:
+        """Settings with secrets masked, for logs and the web endpoint."""
+        return {
+            f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+
+def _read_yaml(environ: Mapping[str, str]) -> Mapping[str, Any]:
+    path_str = environ.get(ENV_PREFIX + "CONFIG_FILE")
+    if path_str:
+        path = Path(path_str)
+        if not path.is_file():
+            raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path_str!r}: no such file")
+    else:
+        path = ROOT / "config" / f"{environ.get(ENV_PREFIX + 'ENV', 'dev')}.yaml"
+        if not path.is_file():
+            return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: must be a mapping of setting names to values")
+    return data
+
+
+def load_or_exit() -> Settings:
+    """Load settings; on a bad one print a single clear line and exit, no traceback."""
+    try:
+        return Settings.load()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(78) from None  # EX_CONFIG
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        shown = f"`{default}`" if default != "" else "(empty)"
+        required = " Required in staging/prod." if f.metadata["deployed"] else ""
+        rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata['doc']}{required} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,28 @@
+"""Every topic the application reads or writes, declared once and named from settings."""
+from __future__ import annotations
+
+from faust import TopicT
+
+from app.main import app, settings
+from models.transaction import CATEGORIES
+
+
+def _raw_topic(*names: str) -> TopicT:
+    # Values stay bytes: decoding is the pipeline's first stage, so that bad bytes can be
+    # dead-lettered exactly as they arrived instead of crashing the deserializer.
+    # internal=True: the app declares the topic (with its partition count) when missing.
+    return app.topic(*names, key_type=bytes, value_type=bytes, value_serializer="raw",
+                     key_serializer="raw", partitions=settings.topic_partitions, internal=True)
+
+
+transactions_in = _raw_topic(*(settings.topic(name) for name in settings.input_topics))
+sinks = {category: _raw_topic(settings.sink_topic(category)) for category in CATEGORIES}
+dead_letters = _raw_topic(settings.topic(settings.dlq_topic))
+
+OUTPUTS = (*sinks.values(), dead_letters)
+
+
+async def declare_outputs() -> None:
+    """Create the topics this app writes to, when missing (agents call it before consuming)."""
+    for topic in OUTPUTS:
+        await topic.maybe_declare()

@@ -1,0 +1,25 @@
+"""A Pix transaction event, reduced to the fields the pipeline maps from the raw event."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Optional
+
+import faust
+
+CATEGORIES = ("payment", "receipt", "refund")
+
+
+class Transaction(faust.Record, serializer="json", coerce=False, decimals=True):
+    """One validated event; `amount` is an exact Decimal, `occurred_at` timezone-aware UTC."""
+
+    event_id: str
+    category: str
+    account_id: str
+    amount: Decimal
+    currency: str
+    occurred_at: datetime
+    end_to_end_id: str
+    counterparty_key: str
+    channel: str
+    description: Optional[str] = None

@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+# PostgreSQL from Debian's packages, with its own data directory and port.
+# initdb refuses to run as root, so the cluster belongs to the `postgres` system user.
+
+PG_DIR=$STACK_DIR/postgres
+PG_DATA=$PG_DIR/data
+
+pg_bin() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] && echo "$d"
+}
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+}
+
+postgres_install() {
+  if [ -z "$(pg_bin)" ]; then
+    log "installing PostgreSQL from Debian packages"
+    [ "$(id -u)" = 0 ] || die "PostgreSQL is missing and apt-get needs root: apt-get install postgresql"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } \
+      || die "apt-get install postgresql failed"
+  fi
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    log "initialising a PostgreSQL cluster in $PG_DATA"
+    mkdir -p "$PG_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
+    as_pg "'$(pg_bin)/initdb' -D '$PG_DATA' -U postgres --auth=trust -E UTF8 --locale=C.UTF-8" \
+      >"$LOG_DIR/postgres-initdb.log" 2>&1 || { show_log postgres-initdb; die "initdb failed"; }
+  fi
+}
+
+postgres_start() {
+  # pg_ctl forks the postmaster; its pid file is the truth, copied to $RUN_DIR for status.
+  : >"$LOG_DIR/postgres.log"
+  [ "$(id -u)" = 0 ] && chown postgres: "$LOG_DIR/postgres.log"
+  as_pg "'$(pg_bin)/pg_ctl' -D '$PG_DATA' -l '$LOG_DIR/postgres.log' \
+    -o \"-k '$PG_DIR' -h $STACK_HOST -p $PG_PORT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200\" start" \
+    >/dev/null || { show_log postgres; die "pg_ctl start failed"; }
+  head -n 1 "$PG_DATA/postmaster.pid" >"$RUN_DIR/postgres.pid"
+}
+
+postgres_ready() {
+  "$(pg_bin)/pg_isready" -q -h "$STACK_HOST" -p "$PG_PORT" -U postgres \
+    && psql -qtAX -h "$STACK_HOST" -p "$PG_PORT" -U postgres -d postgres -c 'select 1' >/dev/null
+}
+
+postgres_after_start() {
+  # The application's database; tables come from the app's migrations, not from here.
+  if [ "$(psql -qtAX -h "$STACK_HOST" -p "$PG_PORT" -U postgres -d postgres \
+        -c "select 1 from pg_database where datname = 'app'")" != 1 ]; then
+    psql -qX -h "$STACK_HOST" -p "$PG_PORT" -U postgres -d postgres -c 'create database app' >/dev/null
+  fi
+}
+
+postgres_stop() {
+  if [ -f "$PG_DATA/postmaster.pid" ]; then
+    as_pg "'$(pg_bin)/pg_ctl' -D '$PG_DATA' -m fast -w stop" >/dev/null 2>&1 || kill_tree postgres
+  fi
+  rm -f "$RUN_DIR/postgres.pid"
+}
