@@ -37,11 +37,24 @@ async def send_transactions(self: AppCommand, count: int, bad_ratio: float, acco
     await producer.flush()
 
 
-@app.command()
-async def report(self: AppCommand) -> None:
+@app.command(
+    option("--total", is_flag=True, help="Print only the total of forwarded + dead-lettered events."),
+    option("--until-total", type=int, default=0, help="First wait until the total reaches this."),
+    option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait at most."),
+)
+async def report(self: AppCommand, total: bool, until_total: int, timeout: float) -> None:
     """Print how many events each sink topic and the dead-letter topic hold, and why."""
     names = [t.get_topic_name() for t in sinks.values()] + [dead_letters.get_topic_name()]
+    deadline = asyncio.get_running_loop().time() + timeout
     counts = await message_counts(settings.kafka_brokers, names)
+    while sum(counts.values()) < until_total:
+        if asyncio.get_running_loop().time() > deadline:
+            raise SystemExit(f"only {sum(counts.values())} of {until_total} events arrived in {timeout}s")
+        await asyncio.sleep(0.5)
+        counts = await message_counts(settings.kafka_brokers, names)
+    if total:
+        print(sum(counts.values()))
+        return
     for name in names:
         print(f"{name:45s} {counts[name]:>8d}")
     reasons: collections.Counter[Any] = collections.Counter(

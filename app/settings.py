@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,9 @@ class Settings:
     batch_size: int = setting(500, _positive_int, "Events an agent takes per batch.")
     batch_wait_s: float = setting(0.2, _float, "Longest wait to fill a batch, in seconds.")
     web_host: str = setting("127.0.0.1", _str, "Bind address of the web endpoint.")
+    web_advertised_host: str = setting("", str, "Host name other workers use to reach this one "
+                                       "(table routing); empty: the bind address, or the machine's "
+                                       "host name when bound to 0.0.0.0.")
     web_port: int = setting(6066, _port, "Port of the web endpoint.")
     log_level: str = setting("info", _choice("debug", "info", "warning", "error"), "Log level.")
 
@@ -164,6 +168,12 @@ class Settings:
                         f"{ENV_PREFIX}{f.name.upper()} is required when {ENV_PREFIX}ENV={settings.env} "
                         "(its default points at the local stack)")
         return settings
+
+    @property
+    def advertised_host(self) -> str:
+        if self.web_advertised_host:
+            return self.web_advertised_host
+        return socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -31,7 +31,9 @@ cassandra_install() {
 }
 
 cassandra_start() {
-  local lib=$CASSANDRA_HOME/lib jamm
+  local lib=$CASSANDRA_HOME/lib jamm jv
+  jv=$("$JAVA" -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p')
+  case $jv in 11|17) ;; *) die "Cassandra $CASSANDRA_VERSION runs on JDK 11 or 17, $JAVA is '$jv' (set STACK_JAVA)" ;; esac
   jamm=$(compgen -G "$lib/jamm-*.jar" | head -n 1) || die "no jamm jar in $lib (run: scripts/stack up cassandra)"
   spawn cassandra "$JAVA" "@$CASSANDRA_TEMPLATES/jvm17.options" \
     -Xms256M "-Xmx$CASSANDRA_HEAP" \

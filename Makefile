@@ -1,0 +1,38 @@
+# Entry points; the README names them. Every target installs what it needs first.
+.PHONY: demo test unit integration setup up down status lint typecheck format clean
+
+demo:            ## fresh machine -> stack, worker, sample data, result
+	scripts/demo
+
+test: setup      ## fresh machine -> stack + unit and integration tests
+	scripts/stack up
+	.venv/bin/pytest tests
+
+unit: setup
+	.venv/bin/pytest tests/unit
+
+integration: setup
+	scripts/stack up
+	.venv/bin/pytest tests/integration
+
+setup:
+	scripts/bootstrap
+
+up: setup
+	scripts/stack up
+
+down:
+	-scripts/worker stop
+	scripts/stack down
+
+status:
+	@scripts/stack status; scripts/worker status
+
+lint:
+	.venv/bin/ruff check app agents models domain tests
+
+typecheck:
+	.venv/bin/mypy
+
+clean: down
+	rm -rf .stack var .venv

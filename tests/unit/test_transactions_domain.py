@@ -1,0 +1,97 @@
+"""Decoding and validation of raw transaction events: every failure has a named reason."""
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from domain.dead_letters import dead_letter, original_bytes
+from domain.errors import PermanentError, Reason, Stage
+from domain.samples import samples
+from domain.transactions import FIELD_MAP, decode, to_transaction
+
+
+def raw(**overrides: Any) -> dict[str, Any]:
+    event = {"eventId": "e-1", "eventType": "PIX_REFUND", "accountId": "acc-000001", "amount": "10.50",
+             "currency": "BRL", "occurredAt": "2026-11-22T10:00:00.250-03:00", "endToEndId": "E1",
+             "counterpartyKey": "k@x.com", "channel": "MOBILE", "deviceId": "d", "traceId": "t"}
+    event.update(overrides)
+    return {k: v for k, v in event.items() if v is not ...}
+
+
+def reason_of(value: bytes) -> Reason:
+    with pytest.raises(PermanentError) as info:
+        to_transaction(decode(value))
+    return info.value.reason
+
+
+def test_plain_json_keeps_only_mapped_fields() -> None:
+    tx = to_transaction(decode(orjson.dumps(raw())))
+    assert tx.category == "refund"
+    assert tx.amount == Decimal("10.50")
+    assert tx.occurred_at == datetime(2026, 11, 22, 13, 0, 0, 250000, tzinfo=timezone.utc)
+    assert set(tx.asdict()) == set(FIELD_MAP)
+
+
+def test_base64_wrapped_json_and_json_string_of_base64() -> None:
+    body = orjson.dumps(raw())
+    assert to_transaction(decode(base64.b64encode(body))).event_id == "e-1"
+    assert to_transaction(decode(orjson.dumps(base64.b64encode(body).decode()))).event_id == "e-1"
+
+
+def test_epoch_millis_timestamp() -> None:
+    tx = to_transaction(decode(orjson.dumps(raw(occurredAt=1_700_000_000_000))))
+    assert tx.occurred_at == datetime.fromtimestamp(1_700_000_000, tz=timezone.utc)
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b"", Reason.UNDECODABLE),
+    (b"\x00\x00\x00\x00\x01abc", Reason.UNDECODABLE),          # Avro-framed, no decoder yet
+    (b"{not json", Reason.UNDECODABLE),
+    (b"[1, 2]", Reason.NOT_AN_OBJECT),
+    (orjson.dumps(raw(accountId=...)), Reason.MISSING_FIELD),
+    (orjson.dumps(raw(accountId="")), Reason.MISSING_FIELD),
+    (orjson.dumps(raw(channel=7)), Reason.INVALID_FIELD),
+    (orjson.dumps(raw(currency="real")), Reason.INVALID_FIELD),
+    (orjson.dumps(raw(eventType="PIX_CHARGEBACK")), Reason.UNKNOWN_CATEGORY),
+    (orjson.dumps(raw(amount="-1")), Reason.INVALID_AMOUNT),
+    (orjson.dumps(raw(amount="0")), Reason.INVALID_AMOUNT),
+    (orjson.dumps(raw(amount="1.005")), Reason.INVALID_AMOUNT),
+    (orjson.dumps(raw(amount="NaN")), Reason.INVALID_AMOUNT),
+    (orjson.dumps(raw(amount=True)), Reason.INVALID_AMOUNT),
+    (orjson.dumps(raw(amount="1e12")), Reason.INVALID_AMOUNT),
+    (orjson.dumps(raw(occurredAt="2026-11-22T10:00:00")), Reason.INVALID_TIMESTAMP),
+    (orjson.dumps(raw(occurredAt="soon")), Reason.INVALID_TIMESTAMP),
+    (orjson.dumps(raw(occurredAt=[1])), Reason.INVALID_TIMESTAMP),
+])
+def test_each_bad_input_has_its_reason(value: bytes, reason: Reason) -> None:
+    assert reason_of(value) == reason
+
+
+def test_float_amount_is_exact() -> None:
+    assert to_transaction(decode(orjson.dumps(raw(amount=19.9)))).amount == Decimal("19.90")
+
+
+def test_samples_carry_the_reason_the_pipeline_gives() -> None:
+    data = samples(2000, bad_ratio=0.3, seed=3)
+    kinds = set()
+    for s in data:
+        if s.expected_reason is None:
+            assert to_transaction(decode(s.value)).account_id.encode() == s.key
+        else:
+            assert reason_of(s.value) == s.expected_reason
+            kinds.add(s.expected_reason)
+    assert len(kinds) >= 7
+    assert all(len(orjson.loads(s.value)) >= 35 for s in data[:50] if s.value.startswith(b"{"))
+
+
+def test_dead_letter_keeps_the_original_bytes() -> None:
+    err = PermanentError(Stage.DECODE, Reason.UNDECODABLE, "boom")
+    letter = dead_letter(err, topic="t", partition=3, offset=42, key=b"acc", value=b"\xff\x00raw")
+    decoded = type(letter).loads(letter.dumps())
+    assert original_bytes(decoded) == (b"acc", b"\xff\x00raw")
+    assert (decoded.reason, decoded.stage, decoded.source_offset) == ("undecodable", "decode", 42)
