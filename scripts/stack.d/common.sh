@@ -33,7 +33,7 @@ mvn_fetch() {
   mkdir -p "$dir"
   log "downloading $(basename "$dir") from Maven Central (cached in $CACHE_DIR/m2)"
   rm -rf "$dir/lib"
-  mvn -B -q -f "$pom" -Dmaven.repo.local="$CACHE_DIR/m2" \
+  mvn -B -q -Dstyle.color=never -f "$pom" -Dmaven.repo.local="$CACHE_DIR/m2" \
       dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dir/lib" \
       || die "maven download for $(basename "$dir") failed"
   touch "$dir/.fetched"
