@@ -50,8 +50,12 @@ is_running() {
 spawn() {
   local name=$1; shift
   : >"$LOG_DIR/$name.log"
-  setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
-  echo $! >"$RUN_DIR/$name.pid"
+  # The server records its own pid before exec: it leads a new session, so `down` can
+  # signal its whole process group (setsid may fork, which would make $! the wrong pid).
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
+    >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  local i
+  for i in $(seq 1 50); do [ -s "$RUN_DIR/$name.pid" ] && break; sleep 0.1; done
 }
 
 show_log() {
