@@ -12,6 +12,7 @@ from tqdm import tqdm
 from app.kafka_tools import message_counts, read_all
 from app.main import app, settings
 from app.topics import dead_letters, sinks, transactions_in
+from domain.errors import TransientError
 from domain.samples import samples
 
 
@@ -62,3 +63,50 @@ async def report(self: AppCommand, total: bool, until_total: int, timeout: float
     )
     for reason, n in reasons.most_common():
         print(f"  dead letters, {reason:30s} {n:>6d}")
+
+
+@app.command()
+async def migrate(self: AppCommand) -> None:
+    """Apply the PostgreSQL migrations and create the CQL keyspace and tables."""
+    from app.resources import cql, postgres
+
+    try:
+        applied = await postgres.migrate()
+        await cql.migrate()
+    except TransientError as exc:
+        raise SystemExit(f"migrate: {exc} (is the stack up? scripts/stack status)") from None
+    finally:
+        await postgres.close()
+        await cql.close()
+    print(f"PostgreSQL: {', '.join(applied) or 'up to date'}; CQL keyspace {settings.cql_keyspace}: ready")
+
+
+@app.command(
+    option("--count", "-n", type=int, default=1000, show_default=True,
+           help="Accounts acc-000000 .. acc-<count-1> (the ids send-transactions uses)."),
+)
+async def seed_accounts(self: AppCommand, count: int) -> None:
+    """Insert demo customers and accounts (idempotent: existing ids are left alone)."""
+    from app.resources import postgres
+
+    async def work(conn: Any) -> str:
+        await conn.execute(
+            "INSERT INTO customers (customer_id, name, document, segment, risk_score)"
+            " SELECT n, 'Cliente ' || n, '***.' || lpad((n % 1000)::text, 3, '0') || '.***-**',"
+            "        (ARRAY['retail', 'private', 'business'])[1 + n % 3], (n * 37) % 1001"
+            "   FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING", count)
+        return str(await conn.execute(
+            "INSERT INTO accounts (account_id, customer_id, status, opened_at)"
+            " SELECT 'acc-' || lpad(n::text, 6, '0'), n,"
+            "        CASE WHEN n % 50 = 49 THEN 'blocked' ELSE 'active' END,"
+            "        timestamptz '2020-01-01' + n * interval '1 day'"
+            "   FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING", count))
+
+    try:
+        await postgres.migrate()
+        status = await postgres.run(work)
+    except TransientError as exc:
+        raise SystemExit(f"seed-accounts: {exc} (is the stack up? scripts/stack status)") from None
+    finally:
+        await postgres.close()
+    print(f"accounts: {status}")

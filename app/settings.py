@@ -117,12 +117,17 @@ class Settings:
     postgres_dsn: str = setting("postgresql://postgres@127.0.0.1:15432/app", _url("postgresql", "postgres"),
                                 "PostgreSQL DSN; put the password in APP_POSTGRES_PASSWORD, not here.", deployed=True)
     postgres_password: str = setting("", str, "PostgreSQL password.", secret=True)
+    postgres_pool_size: int = setting(4, _positive_int, "Most PostgreSQL connections per worker.")
+    postgres_timeout_s: float = setting(10.0, _float, "PostgreSQL connect/query timeout, in seconds.")
     cql_hosts: tuple[str, ...] = setting(("127.0.0.1",), _list, "ScyllaDB/Cassandra contact points.", deployed=True)
     cql_port: int = setting(19042, _port, "CQL native-protocol port.")
     cql_keyspace: str = setting("pipeline", _str, "Keyspace of the processing history.")
     cql_replication_factor: int = setting(1, _positive_int, "Replication factor when the app creates its keyspace.")
     cql_username: str = setting("", str, "CQL user (empty: no authentication).")
     cql_password: str = setting("", str, "CQL password.", secret=True)
+    cql_concurrency: int = setting(64, _positive_int, "Most CQL writes in flight per worker.")
+    cql_timeout_s: float = setting(10.0, _float, "CQL request timeout, in seconds.")
+    migrate_on_start: bool = setting(True, _bool, "Workers apply PostgreSQL/CQL migrations at start.")
     schema_registry_url: str = setting("http://127.0.0.1:18081/apis/ccompat/v7", _url("http", "https"),
                                        "Confluent-compatible Schema Registry base URL.", deployed=True)
     store: str = setting("memory://", _url("memory", "rocksdb"),
@@ -229,5 +234,16 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+def update_readme(path: Path = ROOT / "README.md") -> None:
+    begin, end = "<!-- settings-table:begin -->\n", "\n<!-- settings-table:end -->"
+    text = path.read_text()
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + begin + markdown_table() + end + tail)
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    if sys.argv[1:] == ["--update-readme"]:
+        update_readme()
+    else:
+        print(markdown_table())

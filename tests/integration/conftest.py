@@ -6,11 +6,13 @@ start, the session fails here, it never skips.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
+import asyncpg
 import pytest
 
 from tests.integration.support import ROOT, Worker, free_port
@@ -39,11 +41,50 @@ def run_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
+@pytest.fixture(autouse=True)
+def stack_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked `disruptive` stop servers: they hold the stack alone (an exclusive
+    flock), every other integration test holds it shared. Harmless in CI; it keeps
+    parallel test sessions on one developer machine from breaking each other."""
+    if "tests/integration" not in str(request.node.fspath):
+        yield
+        return
+    lock_path = ROOT / ".stack" / "run" / "tests.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        exclusive = request.node.get_closest_marker("disruptive") is not None
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture
-def app_env(stack: dict[str, str], run_id: str, tmp_path: Path) -> dict[str, str]:
-    """Settings for a worker that shares nothing with other tests: own topics, group, keyspace."""
-    return {
+def pg_dsn(stack: dict[str, str], run_id: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test (migrations are the app's job)."""
+    admin_dsn = stack["APP_POSTGRES_DSN"].rsplit("/", 1)[0] + "/postgres"
+    name = f"t{run_id}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def app_env(stack: dict[str, str], run_id: str, tmp_path: Path, pg_dsn: str) -> Iterator[dict[str, str]]:
+    """Settings for a worker that shares nothing with other tests: own topics, consumer
+    group, PostgreSQL database and CQL keyspace (dropped at the end)."""
+    env = {
         **stack,
+        "APP_POSTGRES_DSN": pg_dsn,
         "APP_ENV": "test",
         "APP_ID": f"test-{run_id}",
         "APP_TOPIC_PREFIX": f"t{run_id}.",
@@ -52,6 +93,18 @@ def app_env(stack: dict[str, str], run_id: str, tmp_path: Path) -> dict[str, str
         "APP_DATA_DIR": str(tmp_path / "worker-data"),
         "APP_BATCH_WAIT_S": "0.05",
     }
+    yield env
+    drop_keyspace(env)
+
+
+def drop_keyspace(env: dict[str, str]) -> None:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster([env["APP_CQL_HOSTS"]], port=int(env["APP_CQL_PORT"]), protocol_version=4)
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {env['APP_CQL_KEYSPACE']}", timeout=60)
+    finally:
+        cluster.shutdown()
 
 
 @pytest.fixture

@@ -1,0 +1,131 @@
+"""ScyllaDB / Cassandra through scylla-driver: async execution, bounded concurrency, schema."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
+from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement
+
+from app.settings import ROOT, Settings
+from domain.errors import TransientError
+
+log = logging.getLogger(__name__)
+MIGRATIONS = ROOT / "migrations" / "cql"
+_TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable,
+              ConnectionError, OSError)
+
+
+class Cql:
+    """One driver session per worker. Connects lazily in a thread (the driver's connect is
+    blocking), never blocks the event loop afterwards: statements run with execute_async
+    and complete through call_soon_threadsafe; a semaphore bounds what is in flight."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keyspace = settings.cql_keyspace
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,47}", self.keyspace):
+            raise ValueError(f"APP_CQL_KEYSPACE={self.keyspace!r} is not a valid keyspace name")
+        self._cluster: Optional[Cluster] = None
+        self._session: Optional[Session] = None
+        self._lock = asyncio.Lock()
+        self._prepared: dict[str, PreparedStatement] = {}
+        self._slots = asyncio.Semaphore(settings.cql_concurrency)
+        self.writes = 0
+
+    async def session(self) -> Session:
+        if self._session is None:
+            async with self._lock:
+                if self._session is None:
+                    self._session = await asyncio.get_running_loop().run_in_executor(None, self._connect)
+        return self._session
+
+    def _connect(self) -> Session:
+        auth = None
+        if self.settings.cql_username:
+            auth = PlainTextAuthProvider(self.settings.cql_username, self.settings.cql_password)
+        cluster = Cluster(list(self.settings.cql_hosts), port=self.settings.cql_port, auth_provider=auth,
+                          connect_timeout=self.settings.cql_timeout_s, protocol_version=4,
+                          load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                          reconnection_policy=ConstantReconnectionPolicy(1.0, None))
+        try:
+            session = cluster.connect()
+        except _TRANSIENT:
+            cluster.shutdown()
+            raise
+        session.default_timeout = self.settings.cql_timeout_s
+        self._cluster = cluster
+        return session
+
+    async def execute(self, statement: Any, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement (CQL text or a prepared statement); outages raise TransientError."""
+        try:
+            session = await self.session()
+            async with self._slots:
+                return await self._wait(session.execute_async(statement, params))
+        except _TRANSIENT as exc:
+            raise TransientError(f"CQL: {type(exc).__name__}: {exc}") from exc
+
+    async def execute_many(self, statement: PreparedStatement, rows: Iterable[Sequence[Any]]) -> None:
+        """Run a prepared statement for each row concurrently (bounded), all or an exception."""
+        results = await asyncio.gather(*(self.execute(statement, row) for row in rows),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            transient = [e for e in errors if isinstance(e, TransientError)]
+            raise transient[0] if transient else errors[0]
+
+    async def prepare(self, cql: str) -> PreparedStatement:
+        if cql not in self._prepared:
+            session = await self.session()
+            loop = asyncio.get_running_loop()
+            try:
+                self._prepared[cql] = await loop.run_in_executor(None, session.prepare, cql)
+            except _TRANSIENT as exc:
+                raise TransientError(f"CQL prepare: {exc}") from exc
+        return self._prepared[cql]
+
+    @staticmethod
+    async def _wait(future: ResponseFuture) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Any]] = loop.create_future()
+
+        def ok(rows: Any) -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(list(rows or ())))
+
+        def failed(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+
+        future.add_callbacks(ok, failed)
+        return await done
+
+    async def migrate(self) -> None:
+        """Create the keyspace and apply migrations/cql/*.cql (idempotent statements)."""
+        await self.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.settings.cql_replication_factor}}}")
+        for path in sorted(MIGRATIONS.glob("*.cql")):
+            for statement in _statements(path):
+                await self.execute(statement.replace("{keyspace}", self.keyspace))
+
+    async def drop_keyspace(self) -> None:
+        await self.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")
+
+    async def close(self) -> None:
+        if self._cluster is not None:
+            cluster, self._cluster, self._session = self._cluster, None, None
+            await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
+
+
+def _statements(path: Path) -> list[str]:
+    text = "\n".join(line for line in path.read_text().splitlines() if not line.strip().startswith("--"))
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+__all__ = ["Cql", "DriverException"]

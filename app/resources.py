@@ -1,0 +1,44 @@
+"""The worker's adapters: created here (no connection at import), started lazily on first
+use, migrated once per worker start, closed when the app stops."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mode import Service
+
+from app.adapters.cql import Cql
+from app.adapters.postgres import Postgres
+from app.main import app, settings
+from app.retry import retry_transient
+
+log = logging.getLogger(__name__)
+
+postgres = Postgres(settings)
+cql = Cql(settings)
+
+_ready: "asyncio.Future[None] | None" = None
+
+
+async def ready() -> None:
+    """Wait until migrations ran (retrying while a server is down); agents call this first."""
+    global _ready
+    if _ready is None:
+        _ready = asyncio.ensure_future(_migrate())
+    await asyncio.shield(_ready)
+
+
+async def _migrate() -> None:
+    if not settings.migrate_on_start:
+        return
+    await retry_transient(postgres.migrate, what="PostgreSQL (migrations)")
+    await retry_transient(cql.migrate, what="CQL server (migrations)")
+
+
+@app.service
+class Resources(Service):
+    """Closes the adapters when the worker stops."""
+
+    async def on_stop(self) -> None:
+        await postgres.close()
+        await cql.close()
