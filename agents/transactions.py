@@ -1,20 +1,89 @@
-"""Transactions: raw events in, validated events out to a sink topic per category."""
+"""Transactions: decode, validate, enrich through the account cache, record the history,
+forward per category; every failure becomes a dead letter with its reason."""
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, List
+import time
+from datetime import datetime, timezone
+from typing import Any, Awaitable, List, Sequence, Union
 
 from faust import StreamT
 from faust.types import EventT
 
+from app import resources
 from app.main import app, settings
+from app.resources import cql, postgres
+from app.retry import retry_transient
+from app.tables import accounts_cache
 from app.topics import dead_letters, declare_outputs, sinks, transactions_in
 from domain.dead_letters import dead_letter
+from domain.enrichment import cache_entry, enrich, is_fresh
 from domain.errors import PermanentError
 from domain.transactions import decode, to_transaction
+from models.transaction import EnrichedTransaction, Transaction
 
 log = logging.getLogger(__name__)
+
+
+@app.agent(transactions_in, name="transactions")
+async def process_transactions(stream: StreamT) -> None:
+    """`noack_take` leaves acking to us: a batch is acked only after its history rows and
+    sends are done, so a crash, an outage or a shutdown mid-batch replays it (at-least-once;
+    the history and the sinks are keyed so that a replay is harmless)."""
+    await declare_outputs()
+    await resources.ready()
+    async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+        await process_batch(events)
+        for event in events:
+            await stream.ack(event)
+
+
+def parse(value: bytes) -> Union[Transaction, PermanentError]:
+    """Decode and validate one raw value; never raises for bad input."""
+    try:
+        return to_transaction(decode(value))
+    except PermanentError as err:
+        return err
+
+
+async def process_batch(events: Sequence[EventT]) -> None:
+    parsed = [parse(event.message.value) for event in events]
+    await refresh_cache({tx.account_id for tx in parsed if isinstance(tx, Transaction)})
+
+    outcomes: List[Union[EnrichedTransaction, PermanentError]] = []
+    for item in parsed:
+        if isinstance(item, Transaction):
+            try:
+                item = enrich(item, accounts_cache[item.account_id])
+            except PermanentError as err:
+                item = err
+        outcomes.append(item)
+
+    processed_at = datetime.now(timezone.utc)
+    rows = [history_row(event, tx, processed_at) for event, tx in zip(events, outcomes)
+            if isinstance(tx, EnrichedTransaction)]
+    await retry_transient(lambda: cql.record_history(rows), what="CQL server (history)")
+    await asyncio.gather(*[await send(event, outcome) for event, outcome in zip(events, outcomes)])
+
+
+async def refresh_cache(account_ids: set[str]) -> None:
+    """Fetch the accounts the cache lacks or holds stale, in one query for the batch."""
+    now = time.time()
+    missing = sorted(a for a in account_ids
+                     if not is_fresh(accounts_cache.get(a), now, settings.cache_ttl_s,
+                                     settings.cache_negative_ttl_s))
+    if not missing:
+        return
+    found = await retry_transient(lambda: postgres.get_accounts(missing), what="PostgreSQL (accounts)")
+    for account_id in missing:
+        accounts_cache[account_id] = cache_entry(found.get(account_id), now)
+
+
+def history_row(event: EventT, tx: EnrichedTransaction, processed_at: datetime) -> dict[str, Any]:
+    message = event.message
+    return {**tx.asdict(), "source_topic": message.topic, "source_partition": message.partition,
+            "source_offset": message.offset, "processed_at": processed_at}
 
 
 def _source_headers(event: EventT) -> List[tuple[str, bytes]]:
@@ -26,32 +95,17 @@ def _source_headers(event: EventT) -> List[tuple[str, bytes]]:
     ]
 
 
-@app.agent(transactions_in, name="transactions")
-async def process_transactions(stream: StreamT) -> None:
-    """Each batch: decode + validate every event, forward or dead-letter it, then ack all.
-
-    `noack_take` leaves acking to us: an event is acked only after its output is on the
-    broker, so a crash or a cancelled batch is consumed again (at-least-once).
-    """
-    await declare_outputs()
-    producer = app.producer
-    async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
-        pending: List[Awaitable[Any]] = []
-        for event in events:
-            message = event.message
-            try:
-                tx = to_transaction(decode(message.value))
-            except PermanentError as err:
-                letter = dead_letter(err, topic=message.topic, partition=message.partition,
-                                     offset=message.offset, key=message.key, value=message.value)
-                log.warning("dead letter %s/%s@%s: %s (%s)", message.topic, message.partition,
-                            message.offset, err.reason.value, err.message)
-                pending.append(await producer.send(dead_letters.get_topic_name(), message.key,
-                                                   letter.dumps(), None, None, _source_headers(event)))
-                continue
-            pending.append(await producer.send(sinks[tx.category].get_topic_name(),
-                                               tx.account_id.encode(), tx.dumps(), None, None,
-                                               _source_headers(event)))
-        await asyncio.gather(*pending)
-        for event in events:
-            await stream.ack(event)
+async def send(event: EventT, outcome: Union[EnrichedTransaction, PermanentError]) -> Awaitable[Any]:
+    """Queue the event's output; returns the future of its delivery (awaited per batch)."""
+    message = event.message
+    if isinstance(outcome, PermanentError):
+        letter = dead_letter(outcome, topic=message.topic, partition=message.partition,
+                             offset=message.offset, timestamp=message.timestamp,
+                             key=message.key, value=message.value)
+        log.warning("dead letter %s/%s@%s: %s (%s)", message.topic, message.partition, message.offset,
+                    outcome.reason.value, outcome.message)
+        return await app.producer.send(dead_letters.get_topic_name(), message.key, letter.dumps(),
+                                       None, None, _source_headers(event))
+    return await app.producer.send(sinks[outcome.category].get_topic_name(),
+                                   outcome.account_id.encode(), outcome.dumps(), None, None,
+                                   _source_headers(event))

@@ -5,13 +5,24 @@ from pathlib import Path
 
 import faust
 
+from app.kafka_security import broker_credentials, check_broker_access
 from app.settings import ROOT, load_or_exit
 
 settings = load_or_exit()
 
-app = faust.App(
+
+class App(faust.App):
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        # Before faust's producer and consumer connect: refused credentials or an untrusted
+        # certificate end the process with one line instead of a traceback.
+        await check_broker_access(settings)
+
+
+app = App(
     settings.id,
     broker=settings.kafka_brokers,
+    broker_credentials=broker_credentials(settings),
     store=settings.store,
     datadir=settings.data_dir or str(ROOT / "var" / settings.id),
     autodiscover=["agents", "app.commands"],
@@ -29,5 +40,7 @@ app = faust.App(
     stream_buffer_maxsize=16384,
     producer_linger=0.005,
     consumer_auto_offset_reset="earliest",
+    broker_session_timeout=settings.kafka_session_timeout_s,
+    broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
 )
 Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)

@@ -7,15 +7,24 @@ import logging
 
 from mode import Service
 
+from app.adapters.clicks import ClickStore
 from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
+from app.adapters.registry import SchemaRegistry
+from app.avro import AvroCodec
 from app.main import app, settings
 from app.retry import retry_transient
+from models.avro_schemas import RAW_TRANSACTION, USER_CLICK
 
 log = logging.getLogger(__name__)
 
 postgres = Postgres(settings)
 cql = Cql(settings)
+clicks_store = ClickStore(cql)
+registry = SchemaRegistry(settings)
+# Avro codecs, one per schema the app reads; they share the registry's cache of schemas by id.
+clicks_avro = AvroCodec(registry, USER_CLICK)
+transactions_avro = AvroCodec(registry, RAW_TRANSACTION)
 
 _ready: "asyncio.Future[None] | None" = None
 
@@ -42,3 +51,4 @@ class Resources(Service):
     async def on_stop(self) -> None:
         await postgres.close()
         await cql.close()
+        await registry.close()

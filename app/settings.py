@@ -53,6 +53,13 @@ def _float(raw: str) -> float:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = _number(float, raw)
+    if not value > 0:        # also refuses nan
+        raise ValueError("must be > 0")
+    return value
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -92,7 +99,7 @@ def _url(*schemes: str) -> Callable[[str], str]:
 def setting(default: Any, parse: Callable[[str], Any], doc: str, secret: bool = False,
             deployed: bool = False) -> Any:
     """`deployed`: staging and prod must set it explicitly (its default is the local stack)."""
-    return field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret,
+    return field(default=default, repr=not secret, metadata={"parse": parse, "doc": doc, "secret": secret,
                                             "deployed": deployed})
 
 
@@ -106,6 +113,17 @@ class Settings:
                           "Faust app id: consumer group and prefix of changelog topics.")
     kafka_brokers: str = setting("kafka://127.0.0.1:19092", _url("kafka"),
                                  "Kafka bootstrap servers (kafka://host:port;host2:port).", deployed=True)
+    # Kafka connection security (MSK-like clusters: SASL_SSL + SCRAM-SHA-512).
+    kafka_security_protocol: str = setting("PLAINTEXT", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+                                           "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str = setting("SCRAM-SHA-512", _choice("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"),
+                                        "SASL mechanism when the protocol is SASL_*.")
+    kafka_sasl_username: str = setting("", str, "SASL user name (required with SASL_*).")
+    kafka_sasl_password: str = setting("", str, "SASL password (required with SASL_*).", secret=True)
+    kafka_ssl_cafile: str = setting("", str, "PEM file of the CA that signed the brokers' certificates "
+                                    "(SSL/SASL_SSL); empty: the system's CAs.")
+    kafka_session_timeout_s: float = setting(10.0, _float, "Consumer group session timeout: how soon the "
+                                             "partitions of a dead worker move to the others.")
     topic_prefix: str = setting("", str, "Prefix added to every topic name (isolates tests and tenants).")
     topic_partitions: int = setting(8, _positive_int, "Partitions of the topics the app creates.")
     topic_replicas: int = setting(1, _positive_int, "Replication factor of the topics the app creates.")
@@ -114,6 +132,7 @@ class Settings:
     sink_topic_template: str = setting("transactions.{category}.enriched", _str,
                                        "Sink topic per category; {category} is payment, receipt or refund.")
     dlq_topic: str = setting("pipeline.dlq", _str, "Dead-letter topic.")
+    clicks_topic: str = setting("user-clicks-avro", _str, "Input topic of the clicks agent (Confluent-framed Avro).")
     postgres_dsn: str = setting("postgresql://postgres@127.0.0.1:15432/app", _url("postgresql", "postgres"),
                                 "PostgreSQL DSN; put the password in APP_POSTGRES_PASSWORD, not here.", deployed=True)
     postgres_password: str = setting("", str, "PostgreSQL password.", secret=True)
@@ -130,11 +149,24 @@ class Settings:
     migrate_on_start: bool = setting(True, _bool, "Workers apply PostgreSQL/CQL migrations at start.")
     schema_registry_url: str = setting("http://127.0.0.1:18081/apis/ccompat/v7", _url("http", "https"),
                                        "Confluent-compatible Schema Registry base URL.", deployed=True)
+    schema_registry_username: str = setting("", str, "Registry basic-auth user (Confluent Cloud API key); "
+                                            "empty: no authentication.")
+    schema_registry_password: str = setting("", str, "Registry basic-auth password (API secret).", secret=True)
+    schema_registry_timeout_s: float = setting(5.0, _float, "Registry request timeout, in seconds.")
+    schema_auto_register: bool = setting(True, _bool, "Producers register their schema under <topic>-value; "
+                                         "false (the default when APP_ENV is staging or prod): use the "
+                                         "pre-registered schema and never register.")
     store: str = setting("memory://", _url("memory", "rocksdb"),
                          "Table store: memory:// in dev and tests, rocksdb:// in production.")
     data_dir: str = setting("", str, "Worker data directory (tables on disk); empty: ./var/<id>.")
+    cache_ttl_s: float = setting(300.0, _float, "Seconds an account stays in the cache before it is fetched again.")
+    cache_negative_ttl_s: float = setting(30.0, _float, "Seconds an unknown account is remembered as unknown.")
     batch_size: int = setting(500, _positive_int, "Events an agent takes per batch.")
     batch_wait_s: float = setting(0.2, _float, "Longest wait to fill a batch, in seconds.")
+    sales_topic: str = setting("sales.orders", _str, "Topic of the sales orders.")
+    sales_batch_size: int = setting(100, _positive_int, "Sales orders per batch (one PostgreSQL upsert each).")
+    sales_batch_wait_s: float = setting(0.5, _positive_float, "Longest wait to fill a sales batch before a "
+                                        "partial one is saved, in seconds.")
     web_host: str = setting("127.0.0.1", _str, "Bind address of the web endpoint.")
     web_advertised_host: str = setting("", str, "Host name other workers use to reach this one "
                                        "(table routing); empty: the bind address, or the machine's "
@@ -165,7 +197,15 @@ class Settings:
             except ValueError as exc:
                 shown = "***" if f.metadata["secret"] else repr(str(raw))
                 raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}={shown}: {exc}") from None
+        if "schema_auto_register" not in values and parsed.get("env") in ("staging", "prod"):
+            parsed["schema_auto_register"] = False   # production mode: schemas are registered by CI
         settings = cls(**parsed)
+        if settings.kafka_security_protocol.startswith("SASL_") and not (
+                settings.kafka_sasl_username and settings.kafka_sasl_password):
+            raise SettingsError(f"{ENV_PREFIX}KAFKA_SASL_USERNAME and {ENV_PREFIX}KAFKA_SASL_PASSWORD are required "
+                                f"when {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}")
+        if settings.kafka_ssl_cafile and not Path(settings.kafka_ssl_cafile).is_file():
+            raise SettingsError(f"{ENV_PREFIX}KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile!r}: no such file")
         if settings.env in ("staging", "prod"):
             for f in dataclasses.fields(cls):
                 if f.metadata["deployed"] and f.name not in values:

@@ -18,6 +18,8 @@ def _raw_topic(*names: str) -> TopicT:
 transactions_in = _raw_topic(*(settings.topic(name) for name in settings.input_topics))
 sinks = {category: _raw_topic(settings.sink_topic(category)) for category in CATEGORIES}
 dead_letters = _raw_topic(settings.topic(settings.dlq_topic))
+clicks_in = _raw_topic(settings.topic(settings.clicks_topic))   # Confluent-framed Avro
+sales_orders = _raw_topic(settings.topic(settings.sales_topic))
 
 OUTPUTS = (*sinks.values(), dead_letters)
 

@@ -17,13 +17,14 @@ def _b64(data: Optional[bytes]) -> Optional[str]:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
-def dead_letter(error: PermanentError, *, topic: str, partition: int, offset: int,
+def dead_letter(error: PermanentError, *, topic: str, partition: int, offset: int, timestamp: float,
                 key: Optional[bytes], value: Optional[bytes], attempts: int = 1,
                 first_failed_at: Optional[datetime] = None) -> DeadLetter:
     return DeadLetter(
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,
+        source_timestamp_ms=int(timestamp * 1000),
         key_b64=_b64(key),
         value_b64=_b64(value),
         stage=error.stage.value,

@@ -10,6 +10,7 @@ class DeadLetter(faust.Record, serializer="json"):
     source_topic: str
     source_partition: int
     source_offset: int
+    source_timestamp_ms: int      # the record's Kafka timestamp: stable across replays
     key_b64: Optional[str]        # original key bytes, base64 (None when the record had none)
     value_b64: Optional[str]      # original value bytes, base64, exactly as consumed
     stage: str                    # decode | validate | enrich | ...

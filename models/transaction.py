@@ -23,3 +23,13 @@ class Transaction(faust.Record, serializer="json", coerce=False, decimals=True):
     counterparty_key: str
     channel: str
     description: Optional[str] = None
+
+
+class EnrichedTransaction(Transaction, serializer="json", coerce=False, decimals=True):
+    """A transaction with the business data of its account, as sent to the sink topics."""
+
+    customer_id: Optional[int] = None
+    customer_name: Optional[str] = None
+    segment: Optional[str] = None
+    risk_score: Optional[int] = None
+    account_status: Optional[str] = None

@@ -5,7 +5,8 @@ import asyncio
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from datetime import date
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
@@ -113,6 +114,61 @@ class Cql:
         for path in sorted(MIGRATIONS.glob("*.cql")):
             for statement in _statements(path):
                 await self.execute(statement.replace("{keyspace}", self.keyspace))
+
+    # --- transactions history ----------------------------------------------------------
+
+    async def record_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One row per event in each history table; a replay overwrites, never adds."""
+        if not rows:
+            return
+        by_account = await self.prepare(
+            f"INSERT INTO {self.keyspace}.history_by_account (account_id, occurred_at, event_id, category,"
+            " amount, currency, end_to_end_id, counterparty_key, channel, customer_name, segment,"
+            " risk_score, source_topic, source_partition, source_offset, processed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        by_event = await self.prepare(
+            f"INSERT INTO {self.keyspace}.history_by_event (event_id, account_id, occurred_at, category,"
+            " amount, source_topic, source_partition, source_offset, processed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        params_account = [(r["account_id"], r["occurred_at"], r["event_id"], r["category"], r["amount"],
+                           r["currency"], r["end_to_end_id"], r["counterparty_key"], r["channel"],
+                           r["customer_name"], r["segment"], r["risk_score"], r["source_topic"],
+                           r["source_partition"], r["source_offset"], r["processed_at"]) for r in rows]
+        params_event = [(r["event_id"], r["account_id"], r["occurred_at"], r["category"], r["amount"],
+                         r["source_topic"], r["source_partition"], r["source_offset"], r["processed_at"])
+                        for r in rows]
+        await self.execute_many(by_account, params_account)
+        await self.execute_many(by_event, params_event)
+        self.writes += len(rows)
+
+    async def account_history(self, account_id: str, limit: int = 50) -> list[Any]:
+        stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.history_by_account"
+                                  " WHERE account_id = ? LIMIT ?")
+        return await self.execute(stmt, (account_id, limit))
+
+    async def event_history(self, event_id: str) -> Optional[Any]:
+        stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.history_by_event WHERE event_id = ?")
+        rows = await self.execute(stmt, (event_id,))
+        return rows[0] if rows else None
+
+    # --- dead letters ---------------------------------------------------------------------
+
+    async def store_dead_letters(self, letters: Sequence[Mapping[str, Any]]) -> None:
+        """Keyed by the failed event's source position: storing a letter twice keeps one row."""
+        if not letters:
+            return
+        stmt = await self.prepare(
+            f"INSERT INTO {self.keyspace}.dead_letters (day, source_topic, source_partition,"
+            " source_offset, failed_at, stage, reason, error, key_b64, value_b64, attempts, worker_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        await self.execute_many(stmt, [
+            (row["day"], row["source_topic"], row["source_partition"], row["source_offset"],
+             row["failed_at"], row["stage"], row["reason"], row["error"], row["key_b64"],
+             row["value_b64"], row["attempts"], row["worker_id"]) for row in letters])
+
+    async def dead_letters(self, day: date, limit: int = 1000) -> list[Any]:
+        stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.dead_letters WHERE day = ? LIMIT ?")
+        return await self.execute(stmt, (day, limit))
 
     async def drop_keyspace(self) -> None:
         await self.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 import asyncpg
 
 from app.settings import ROOT, Settings
-from domain.errors import TransientError
+from domain.errors import PermanentError, Reason, Stage, TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,6 +90,25 @@ class Postgres:
 
     # --- accounts (enrichment) ------------------------------------------------------
 
+    async def seed_demo_accounts(self, count: int) -> str:
+        """Demo customers and accounts acc-000000.. (the ids the sample producer uses);
+        every 50th account is blocked. Existing ids are left alone."""
+        async def work(conn: asyncpg.Connection) -> str:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO customers (customer_id, name, document, segment, risk_score)"
+                    " SELECT n, 'Cliente ' || n, '***.' || lpad((n % 1000)::text, 3, '0') || '.***-**',"
+                    "        (ARRAY['retail', 'private', 'business'])[1 + n % 3], (n * 37) % 1001"
+                    "   FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING", count)
+                return str(await conn.execute(
+                    "INSERT INTO accounts (account_id, customer_id, status, opened_at)"
+                    " SELECT 'acc-' || lpad(n::text, 6, '0'), n,"
+                    "        CASE WHEN n % 50 = 49 THEN 'blocked' ELSE 'active' END,"
+                    "        timestamptz '2020-01-01' + n * interval '1 day'"
+                    "   FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING", count))
+
+        return await self.run(work)
+
     async def get_accounts(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The business data of these accounts, in one round trip; unknown ids are absent."""
         if not account_ids:
@@ -103,3 +123,40 @@ class Postgres:
             return {r["account_id"]: dict(r) for r in rows}
 
         return await self.run(work)
+
+    # --- sales (order totals) -------------------------------------------------------
+
+    # One statement is one round trip and its own transaction: all rows or none. now() is
+    # the transaction's start, so a batch's rows share one processed_at. A redelivered
+    # order with the same total is left alone (same row, same processed_at); a different
+    # total replaces the stored one.
+    _SAVE_ORDER_TOTALS = (
+        "INSERT INTO sales AS s (order_number, total, processed_at)"
+        " SELECT t.order_number, t.total, now() AT TIME ZONE 'UTC'"
+        "   FROM unnest($1::int[], $2::numeric[]) AS t (order_number, total)"
+        " ON CONFLICT (order_number) DO UPDATE"
+        "    SET total = EXCLUDED.total, processed_at = EXCLUDED.processed_at"
+        "  WHERE s.total IS DISTINCT FROM EXCLUDED.total")
+
+    async def save_order_totals(self, rows: Sequence[tuple[int, Decimal]]) -> int:
+        """Upsert (order_number, total) rows in one round trip; returns the rows written.
+
+        Order numbers must be unique within `rows` (domain.sales.order_totals does that).
+        A data error on a row (SQLSTATE class 22/23) raises PermanentError: retrying cannot
+        help. Any other server error (outage, failover to a read-only standby, a missing
+        table, a deadlock) raises TransientError: retried until an operator fixes it.
+        """
+        if not rows:
+            return 0
+
+        async def work(conn: asyncpg.Connection) -> int:
+            status = await conn.execute(self._SAVE_ORDER_TOTALS, [n for n, _ in rows], [t for _, t in rows])
+            return int(status.rsplit(" ", 1)[-1])
+
+        try:
+            return await self.run(work)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            raise PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE,
+                                 f"PostgreSQL refused the order totals: {type(exc).__name__}: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc

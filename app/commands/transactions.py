@@ -89,22 +89,9 @@ async def seed_accounts(self: AppCommand, count: int) -> None:
     """Insert demo customers and accounts (idempotent: existing ids are left alone)."""
     from app.resources import postgres
 
-    async def work(conn: Any) -> str:
-        await conn.execute(
-            "INSERT INTO customers (customer_id, name, document, segment, risk_score)"
-            " SELECT n, 'Cliente ' || n, '***.' || lpad((n % 1000)::text, 3, '0') || '.***-**',"
-            "        (ARRAY['retail', 'private', 'business'])[1 + n % 3], (n * 37) % 1001"
-            "   FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING", count)
-        return str(await conn.execute(
-            "INSERT INTO accounts (account_id, customer_id, status, opened_at)"
-            " SELECT 'acc-' || lpad(n::text, 6, '0'), n,"
-            "        CASE WHEN n % 50 = 49 THEN 'blocked' ELSE 'active' END,"
-            "        timestamptz '2020-01-01' + n * interval '1 day'"
-            "   FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING", count))
-
     try:
         await postgres.migrate()
-        status = await postgres.run(work)
+        status = await postgres.seed_demo_accounts(count)
     except TransientError as exc:
         raise SystemExit(f"seed-accounts: {exc} (is the stack up? scripts/stack status)") from None
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -139,3 +140,34 @@ def event_loop_run() -> Iterator[Any]:
     loop = asyncio.new_event_loop()
     yield loop.run_until_complete
     loop.close()
+
+
+@pytest.fixture
+def accounts(settings: Any) -> int:
+    """The test database migrated and seeded with demo accounts acc-000000..acc-000999."""
+    from app.adapters.postgres import Postgres
+
+    async def seed() -> None:
+        pg = Postgres(settings)
+        try:
+            await pg.migrate()
+            await pg.seed_demo_accounts(1000)
+            await pg.run(lambda conn: conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        finally:
+            await pg.close()
+
+    asyncio.run(seed())
+    return 1000
+
+
+@pytest.fixture
+def scram(stack: dict[str, str]) -> dict[str, str]:
+    """Settings for the stack's SASL/SCRAM-SHA-512 listener, with the generated local user
+    (.stack/kafka/scram.env, written by scripts/stack when it formats Kafka's storage)."""
+    values = dict(line.split("=", 1) for line in
+                  (ROOT / ".stack" / "kafka" / "scram.env").read_text().splitlines() if "=" in line)
+    host = stack["APP_KAFKA_BROKERS"].split("://", 1)[1].rsplit(":", 1)[0]
+    return {"APP_KAFKA_BROKERS": f"kafka://{host}:{os.environ.get('KAFKA_SASL_PORT', '19094')}",
+            "APP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "APP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "APP_KAFKA_SASL_USERNAME": values["KAFKA_SCRAM_USER"],
+            "APP_KAFKA_SASL_PASSWORD": values["KAFKA_SCRAM_PASSWORD"]}

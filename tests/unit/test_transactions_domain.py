@@ -91,7 +91,8 @@ def test_samples_carry_the_reason_the_pipeline_gives() -> None:
 
 def test_dead_letter_keeps_the_original_bytes() -> None:
     err = PermanentError(Stage.DECODE, Reason.UNDECODABLE, "boom")
-    letter = dead_letter(err, topic="t", partition=3, offset=42, key=b"acc", value=b"\xff\x00raw")
+    letter = dead_letter(err, topic="t", partition=3, offset=42, timestamp=1.5, key=b"acc",
+                         value=b"\xff\x00raw")
     decoded = type(letter).loads(letter.dumps())
     assert original_bytes(decoded) == (b"acc", b"\xff\x00raw")
     assert (decoded.reason, decoded.stage, decoded.source_offset) == ("undecodable", "decode", 42)

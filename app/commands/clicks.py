@@ -1,0 +1,61 @@
+"""Click commands: `faust -A app.main send-clicks --help`."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+
+from faust.cli import AppCommand, option
+from tqdm import tqdm
+
+from app.adapters.registry import RegistryError
+from app.main import app, settings
+from app.resources import clicks_avro, registry
+from app.topics import clicks_in
+from domain.clicks import bad_avro, sample_clicks
+from domain.errors import TransientError
+
+
+@app.command(
+    option("--count", "-n", type=int, default=1000, show_default=True, help="Clicks to send."),
+    option("--users", type=int, default=100, show_default=True, help="Distinct user ids."),
+    option("--urls", type=int, default=20, show_default=True, help="Distinct urls."),
+    option("--bad-ratio", type=float, default=0.0, show_default=True,
+           help="Share of spoiled values (bad magic byte, unknown schema id, truncated body)."),
+    option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data)."),
+)
+async def send_clicks(self: AppCommand, count: int, users: int, urls: int, bad_ratio: float,
+                      seed: int) -> None:
+    """Send COUNT UserClick events as Confluent-framed Avro, keyed by user id.
+
+    The schema is registered under <topic>-value first (or, with APP_SCHEMA_AUTO_REGISTER=false,
+    must be registered already).
+    """
+    await clicks_in.maybe_declare()
+    topic = clicks_in.get_topic_name()
+    try:
+        encoder = await clicks_avro.use_schema(topic, auto_register=settings.schema_auto_register)
+    except (RegistryError, TransientError) as exc:
+        await registry.close()
+        raise SystemExit(f"send-clicks: {exc}") from None
+    rng = random.Random(seed)
+    spoiled: collections.Counter[str] = collections.Counter()
+    producer = app.producer
+    pending = []
+    try:
+        for datum in tqdm(sample_clicks(count, users=users, urls=urls, seed=seed),
+                          desc=f"sending to {topic} (schema id {encoder.schema_id})", unit="ev"):
+            value = clicks_avro.dumps(datum)    # the faust Codec interface: encode with the schema id
+            if bad_ratio and rng.random() < bad_ratio:
+                value, reason = bad_avro(value, rng.randrange(3))
+                spoiled[reason.value] += 1
+            pending.append(await producer.send(topic, datum["user_id"].encode(), value, None, None, None))
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        await producer.flush()
+    finally:
+        await registry.close()
+    if spoiled:
+        print("spoiled on purpose: " + ", ".join(f"{n} {reason}" for reason, n in sorted(spoiled.items())))

@@ -1,0 +1,74 @@
+"""User clicks: validate a decoded click, its log line, per-url counts, and sample data."""
+from __future__ import annotations
+
+import collections
+import random
+import struct
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+from domain.errors import PermanentError, Reason, Stage
+
+MAX_URL = 2048
+
+
+@dataclass(frozen=True)
+class Click:
+    user_id: str
+    url: str
+    clicked_at: datetime      # timezone-aware UTC (Avro timestamp-millis)
+
+
+def to_click(decoded: Mapping[str, Any]) -> Click:
+    """The Avro schema fixes the types; what is left to check is emptiness and size."""
+    user_id, url, clicked_at = decoded.get("user_id"), decoded.get("url"), decoded.get("timestamp")
+    if not user_id:
+        raise PermanentError(Stage.VALIDATE, Reason.MISSING_FIELD, "user_id is empty")
+    if not url:
+        raise PermanentError(Stage.VALIDATE, Reason.MISSING_FIELD, "url is empty")
+    if len(url) > MAX_URL:
+        raise PermanentError(Stage.VALIDATE, Reason.INVALID_FIELD, f"url is longer than {MAX_URL} characters")
+    if not isinstance(clicked_at, datetime):
+        raise PermanentError(Stage.VALIDATE, Reason.INVALID_TIMESTAMP,
+                             f"timestamp {clicked_at!r} is not a timestamp-millis")
+    return Click(str(user_id), str(url), clicked_at.astimezone(timezone.utc))
+
+
+def log_line(click: Click, *, topic: str, partition: int, offset: int) -> str:
+    """One JSON object per click, for log search (CloudWatch, Loki, ...)."""
+    return orjson.dumps({
+        "event": "click", "user_id": click.user_id, "url": click.url,
+        "timestamp": click.clicked_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "topic": topic, "partition": partition, "offset": offset,
+    }).decode()
+
+
+def count_by_url(clicks: Iterable[Click]) -> dict[str, int]:
+    return dict(collections.Counter(click.url for click in clicks))
+
+
+# --- sample data -------------------------------------------------------------------------
+
+def sample_clicks(count: int, *, users: int = 100, urls: int = 20, seed: int = 0) -> list[dict[str, Any]]:
+    """`count` UserClick datums over `users` users and `urls` pages (same seed, same data)."""
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)   # timestamp-millis holds no more
+    return [{
+        "user_id": f"user-{rng.randrange(users):05d}",
+        "url": f"https://example.com/page/{rng.randrange(urls)}",
+        "timestamp": now - timedelta(milliseconds=rng.randrange(3_600_000)),
+    } for _ in range(count)]
+
+
+def bad_avro(good: bytes, kind: int) -> tuple[bytes, Reason]:
+    """Spoil a framed value in one of the ways the clicks agent must dead-letter."""
+    kind %= 3
+    if kind == 0:
+        return b"\x01" + good[1:], Reason.BAD_MAGIC_BYTE
+    if kind == 1:
+        return good[:1] + struct.pack(">I", 0x7FFFFFF0) + good[5:], Reason.UNKNOWN_SCHEMA_ID
+    return good[:max(6, len(good) // 2)], Reason.TRUNCATED_AVRO

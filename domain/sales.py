@@ -1,0 +1,148 @@
+"""Sales orders: decode and validate one order, sum its total exactly, fold a batch into rows."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable, Mapping, Optional
+
+import orjson
+
+from domain.errors import PermanentError, Reason, Stage
+from models.sales_order import OrderItem, SalesOrder
+
+MAX_ORDER_NUMBER = 2**31 - 1          # the `sales.order_number` column is INT
+MAX_ITEMS = 1000
+MAX_QUANTITY = 1_000_000
+MAX_UNIT_PRICE = Decimal(1_000_000_000)
+# With these bounds a total has at most 21 significant digits: exact in Decimal's default
+# 28-digit context, and far inside what NUMERIC stores, so the database never refuses one.
+CENT = Decimal("0.01")
+
+
+def _invalid(reason: Reason, message: str) -> PermanentError:
+    return PermanentError(Stage.VALIDATE, reason, message)
+
+
+def decode_order(raw: Optional[bytes]) -> Mapping[str, Any]:
+    """Bytes to a JSON object."""
+    if not raw:
+        raise PermanentError(Stage.DECODE, Reason.UNDECODABLE, "empty value")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PermanentError(Stage.DECODE, Reason.UNDECODABLE, f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PermanentError(Stage.DECODE, Reason.NOT_AN_OBJECT,
+                             f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_order(raw: Optional[bytes]) -> SalesOrder:
+    """Decode and validate one order; every failure raises PermanentError with its reason."""
+    return to_order(decode_order(raw))
+
+
+def to_order(data: Mapping[str, Any]) -> SalesOrder:
+    order_number = parse_order_number(_required(data, "order_number"))
+    items = _required(data, "items")
+    if not isinstance(items, list):
+        raise _invalid(Reason.INVALID_FIELD, f"'items' must be a list, got {type(items).__name__}")
+    if not items:
+        raise _invalid(Reason.EMPTY_ORDER, f"order {order_number} has no items")
+    if len(items) > MAX_ITEMS:
+        raise _invalid(Reason.INVALID_FIELD, f"order {order_number} has {len(items)} items, most {MAX_ITEMS}")
+    customer_id = data.get("customer_id")
+    if customer_id is not None and (not isinstance(customer_id, str) or not 0 < len(customer_id) <= 256):
+        raise _invalid(Reason.INVALID_FIELD, "'customer_id' must be a string of 1 to 256 characters")
+    ordered_at = data.get("ordered_at")
+    return SalesOrder(
+        order_number=order_number,
+        items=[_to_item(index, item) for index, item in enumerate(items)],
+        customer_id=customer_id,
+        ordered_at=None if ordered_at is None else parse_ordered_at(ordered_at),
+    )
+
+
+def _required(data: Mapping[str, Any], name: str, where: str = "") -> Any:
+    value = data.get(name)
+    if value is None or value == "":
+        raise _invalid(Reason.MISSING_FIELD, f"missing field '{where}{name}'")
+    return value
+
+
+def _to_item(index: int, item: Any) -> OrderItem:
+    where = f"items[{index}]."
+    if not isinstance(item, dict):
+        raise _invalid(Reason.INVALID_FIELD, f"items[{index}] must be an object, got {type(item).__name__}")
+    product_id = _required(item, "product_id", where)
+    if isinstance(product_id, bool) or not isinstance(product_id, (str, int)) or len(str(product_id)) > 256:
+        raise _invalid(Reason.INVALID_FIELD, f"'{where}product_id' must be a string or an integer")
+    return OrderItem(
+        product_id=str(product_id),
+        quantity=parse_quantity(_required(item, "quantity", where), where),
+        unit_price=parse_unit_price(_required(item, "unit_price", where), where),
+    )
+
+
+def parse_order_number(value: Any) -> int:
+    """A positive integer that fits the INT column; a string of digits is accepted too."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(Reason.INVALID_ORDER_NUMBER, f"order_number {value!r} is not an integer")
+    if not 1 <= value <= MAX_ORDER_NUMBER:
+        raise _invalid(Reason.INVALID_ORDER_NUMBER, f"order_number {value} is outside 1..{MAX_ORDER_NUMBER}")
+    return value
+
+
+def parse_quantity(value: Any, where: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(Reason.INVALID_QUANTITY, f"'{where}quantity' {value!r} is not an integer")
+    if not 1 <= value <= MAX_QUANTITY:
+        raise _invalid(Reason.INVALID_QUANTITY, f"'{where}quantity' {value} is outside 1..{MAX_QUANTITY}")
+    return value
+
+
+def parse_unit_price(value: Any, where: str = "") -> Decimal:
+    """A number or decimal string >= 0 with at most 2 decimal places; floats go through
+    their shortest repr (19.9 -> Decimal('19.90')), never through binary arithmetic."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _invalid(Reason.INVALID_PRICE,
+                       f"'{where}unit_price' must be a number, got {type(value).__name__}")
+    try:
+        price = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise _invalid(Reason.INVALID_PRICE, f"'{where}unit_price' {value!r} is not a number") from None
+    if not price.is_finite() or price < 0:
+        raise _invalid(Reason.INVALID_PRICE, f"'{where}unit_price' {value!r} must be a number >= 0")
+    if price > MAX_UNIT_PRICE:
+        raise _invalid(Reason.INVALID_PRICE, f"'{where}unit_price' {value!r} exceeds {MAX_UNIT_PRICE}")
+    if price != price.quantize(CENT):
+        raise _invalid(Reason.INVALID_PRICE, f"'{where}unit_price' {value!r} has more than 2 decimal places")
+    return price.quantize(CENT)
+
+
+def parse_ordered_at(value: Any) -> datetime:
+    """ISO-8601 with a UTC offset; returned in UTC."""
+    try:
+        if not isinstance(value, str):
+            raise TypeError(type(value).__name__)
+        moment = datetime.fromisoformat(value)
+    except (ValueError, TypeError) as exc:
+        raise _invalid(Reason.INVALID_TIMESTAMP, f"ordered_at {value!r} is not a timestamp ({exc})") from None
+    if moment.tzinfo is None:
+        raise _invalid(Reason.INVALID_TIMESTAMP, f"ordered_at {value!r} has no UTC offset")
+    return moment.astimezone(timezone.utc)
+
+
+def order_total(order: SalesOrder) -> Decimal:
+    """Sum of quantity x unit price, exact (Decimal all the way, 2 decimal places)."""
+    return sum((item.unit_price * item.quantity for item in order.items), Decimal("0.00")).quantize(CENT)
+
+
+def order_totals(orders: Iterable[SalesOrder]) -> list[tuple[int, Decimal]]:
+    """One (order_number, total) row per order number, the last occurrence winning (orders
+    are keyed by number, so within a partition the latest offset wins), sorted by order
+    number so that concurrent upserts lock rows in the same order and cannot deadlock."""
+    latest = {order.order_number: order_total(order) for order in orders}
+    return sorted(latest.items())
