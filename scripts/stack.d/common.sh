@@ -39,6 +39,9 @@ mvn_fetch() {
   touch "$dir/.fetched"
 }
 
+# Bash snippet that closes every descriptor above 2 (see spawn).
+CLOSE_FDS='for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null'
+
 pid_of() { cat "$RUN_DIR/$1.pid" 2>/dev/null; }
 
 is_running() {
@@ -52,7 +55,9 @@ spawn() {
   : >"$LOG_DIR/$name.log"
   # The server records its own pid before exec: it leads a new session, so `down` can
   # signal its whole process group (setsid may fork, which would make $! the wrong pid).
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
+  # Descriptors inherited from the caller are closed first: a server must not hold, say, a
+  # lock file that the caller's `flock` had open, for the rest of its life.
+  setsid bash -c "$CLOSE_FDS"'; echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
     >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
   local i
   for i in $(seq 1 50); do [ -s "$RUN_DIR/$name.pid" ] && break; sleep 0.1; done

@@ -12,7 +12,8 @@ pg_bin() {
 }
 
 as_pg() {
-  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+  # bash, and inherited descriptors closed: the postmaster must not keep a caller's lock open.
+  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$CLOSE_FDS; $*"; else bash -c "$CLOSE_FDS; $*"; fi
 }
 
 postgres_install() {
