@@ -9,15 +9,16 @@ from typing import Any, Optional
 import faust
 from aiokafka import errors
 from aiokafka.conn import create_conn
+from aiokafka.protocol.metadata import MetadataRequest
 from faust.types.auth import CredentialsT
 
 from app.kafka_tools import bootstrap
 from app.settings import Settings
 
 EX_FAILURE, EX_NOPERM = 1, 77
-_REFUSED = (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
-            errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError,
-            errors.AuthenticationMethodNotSupported)
+_REFUSED = (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError)
+_NO_SUCH_SASL = (errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError,
+                 errors.AuthenticationMethodNotSupported)
 
 
 def ssl_context(settings: Settings) -> Optional[ssl.SSLContext]:
@@ -53,7 +54,6 @@ def aiokafka_auth(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-
 async def check_broker_access(settings: Settings, timeout_s: float = 15.0) -> None:
     """Open one authenticated connection to the first bootstrap server that answers.
 
@@ -65,20 +65,30 @@ async def check_broker_access(settings: Settings, timeout_s: float = 15.0) -> No
     problems = []
     for server in bootstrap(settings.kafka_brokers).split(","):
         host, _, port = server.rpartition(":")
+        conn = None
         try:
             conn = await asyncio.wait_for(
                 create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **auth), timeout_s)
+            # A SASL listener answers ApiVersions before authentication: only a real request
+            # shows that a PLAINTEXT client is talking to it.
+            await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
         except _REFUSED as exc:
             raise _exit(f"kafka: {server} refused the {settings.kafka_sasl_mechanism} credentials of user "
                         f"{settings.kafka_sasl_username!r} ({type(exc).__name__}); check "
                         "APP_KAFKA_SASL_USERNAME and APP_KAFKA_SASL_PASSWORD", EX_NOPERM) from None
+        except _NO_SUCH_SASL as exc:
+            raise _exit(f"kafka: {server} does not offer SASL {settings.kafka_sasl_mechanism} "
+                        f"({_describe(exc)}); check APP_KAFKA_BROKERS (port), "
+                        "APP_KAFKA_SECURITY_PROTOCOL and APP_KAFKA_SASL_MECHANISM", EX_NOPERM) from None
         except ssl.SSLCertVerificationError as exc:
             raise _exit(f"kafka: TLS certificate of {server} not trusted ({exc.verify_message}); "
                         "set APP_KAFKA_SSL_CAFILE to the CA that signed it", EX_NOPERM) from None
         except (OSError, asyncio.TimeoutError, errors.KafkaError) as exc:
-            problems.append(f"{server}: {type(exc).__name__} {exc}".strip())
+            problems.append(f"{server}: {_describe(exc)}")
             continue
-        conn.close()
+        finally:
+            if conn is not None:
+                conn.close()
         return
     raise _exit(f"kafka: no bootstrap server answered with {settings.kafka_security_protocol} "
                 f"({'; '.join(problems)}); check APP_KAFKA_BROKERS and APP_KAFKA_SECURITY_PROTOCOL",
@@ -89,3 +99,8 @@ def _exit(message: str, code: int) -> SystemExit:
     # The message goes to stderr here, not through SystemExit(message), to choose the exit code.
     print(message, file=sys.stderr, flush=True)
     return SystemExit(code)
+
+
+def _describe(exc: BaseException) -> str:
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name} {text}".strip()

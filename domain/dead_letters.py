@@ -36,8 +36,8 @@ def dead_letter(error: PermanentError, *, topic: str, partition: int, offset: in
     )
 
 
-def original_bytes(letter: DeadLetter) -> tuple[Optional[bytes], Optional[bytes]]:
+def original_bytes(key_b64: Optional[str], value_b64: Optional[str]) -> tuple[Optional[bytes], Optional[bytes]]:
     """The key and value exactly as first consumed, for a replay."""
-    key = None if letter.key_b64 is None else base64.b64decode(letter.key_b64)
-    value = None if letter.value_b64 is None else base64.b64decode(letter.value_b64)
+    key = None if key_b64 is None else base64.b64decode(key_b64)
+    value = None if value_b64 is None else base64.b64decode(value_b64)
     return key, value

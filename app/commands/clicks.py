@@ -9,6 +9,7 @@ from faust.cli import AppCommand, option
 from tqdm import tqdm
 
 from app.adapters.registry import RegistryError
+from app.kafka_security import check_broker_access
 from app.main import app, settings
 from app.resources import clicks_avro, registry
 from app.topics import clicks_in
@@ -31,6 +32,7 @@ async def send_clicks(self: AppCommand, count: int, users: int, urls: int, bad_r
     The schema is registered under <topic>-value first (or, with APP_SCHEMA_AUTO_REGISTER=false,
     must be registered already).
     """
+    await check_broker_access(settings)   # commands start the producer before the App's own check
     await clicks_in.maybe_declare()
     topic = clicks_in.get_topic_name()
     try:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
 
 import orjson
 from faust.cli import AppCommand, option
@@ -97,3 +98,40 @@ async def seed_accounts(self: AppCommand, count: int) -> None:
     finally:
         await postgres.close()
     print(f"accounts: {status}")
+
+
+@app.command(
+    option("--reason", default=None, help="Only dead letters with this reason code."),
+    option("--stage", default=None, help="Only dead letters of this stage (decode, validate, enrich)."),
+    option("--days", type=int, default=1, show_default=True, help="Look back this many days (UTC)."),
+    option("--limit", type=int, default=1000, show_default=True, help="Replay at most this many."),
+    option("--dry-run", is_flag=True, help="List what would be replayed, send nothing."),
+)
+async def replay_dead_letters(self: AppCommand, reason: Optional[str], stage: Optional[str], days: int,
+                              limit: int, dry_run: bool) -> None:
+    """Send chosen dead letters' original bytes back to their source topic."""
+    from app.resources import cql
+    from domain.dead_letters import original_bytes
+
+    try:
+        await app.maybe_start_producer()
+        chosen = []
+        today = datetime.now(timezone.utc).date()
+        for back in range(days):
+            for row in await cql.dead_letters(today - timedelta(days=back), limit=100_000):
+                if (reason is None or row.reason == reason) and (stage is None or row.stage == stage):
+                    chosen.append(row)
+        chosen = chosen[:limit]
+        for row in tqdm(chosen, desc="replaying", unit="ev", disable=dry_run):
+            if dry_run:
+                print(f"{row.source_topic}/{row.source_partition}@{row.source_offset} {row.reason}: {row.error}")
+                continue
+            key, value = original_bytes(row.key_b64, row.value_b64)
+            await app.producer.send_and_wait(row.source_topic, key, value, None, None,
+                                             [("replay-of", f"{row.source_topic}/{row.source_partition}"
+                                               f"@{row.source_offset}".encode())])
+    except TransientError as exc:
+        raise SystemExit(f"replay-dead-letters: {exc}") from None
+    finally:
+        await cql.close()
+    print(f"{'would replay' if dry_run else 'replayed'} {len(chosen)} dead letters")

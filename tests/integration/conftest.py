@@ -171,3 +171,13 @@ def scram(stack: dict[str, str]) -> dict[str, str]:
             "APP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "APP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
             "APP_KAFKA_SASL_USERNAME": values["KAFKA_SCRAM_USER"],
             "APP_KAFKA_SASL_PASSWORD": values["KAFKA_SCRAM_PASSWORD"]}
+
+
+@pytest.fixture
+def scram_tls(scram: dict[str, str]) -> dict[str, str]:
+    """SCRAM-SHA-512 over TLS (SASL_SSL, as on MSK): the stack's third listener, whose
+    certificate is signed by the local CA in .stack/kafka/tls/ca.pem."""
+    host = scram["APP_KAFKA_BROKERS"].split("://", 1)[1].rsplit(":", 1)[0]
+    return {**scram, "APP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "APP_KAFKA_BROKERS": f"kafka://{host}:{os.environ.get('KAFKA_SSL_PORT', '19095')}",
+            "APP_KAFKA_SSL_CAFILE": str(ROOT / ".stack" / "kafka" / "tls" / "ca.pem")}

@@ -169,3 +169,41 @@ def test_cache_queries_postgres_once_per_batch_of_misses(workers: Any, settings:
 
 def stack(args: str) -> None:
     subprocess.run([str(ROOT / "scripts" / "stack"), *args.split()], check=True, capture_output=True)
+
+
+def test_replay_command_sends_dead_letters_back(workers: Any, settings: Any, accounts: int,
+                                                app_env: dict[str, str], event_loop_run: Any) -> None:
+    """Events of accounts PostgreSQL did not know are dead-lettered; once the accounts
+    exist, `replay-dead-letters --reason unknown_account` gets them through."""
+    worker = workers(APP_CACHE_NEGATIVE_TTL_S="1").start()
+    data = samples(600, accounts=1100, seed=51)
+    unknown = {s.event_id for s in data if expected_reason(s, accounts) is not None}
+    assert unknown
+    event_loop_run(produce(settings, data))
+    event_loop_run(wait_until(lambda: len(stored_dead_letters(settings)) >= len(unknown), 60,
+                              "unknown-account dead letters stored"))
+
+    async def add_accounts() -> None:
+        from app.adapters.postgres import Postgres
+        pg = Postgres(settings)
+        try:
+            await pg.seed_demo_accounts(1100)
+        finally:
+            await pg.close()
+
+    event_loop_run(add_accounts())
+    env = {**__import__("os").environ, **app_env}
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "faust"), "-A", "app.main", "replay-dead-letters",
+                          "--reason", "unknown_account"], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"replayed {len(unknown)} dead letters" in out.stdout
+
+    async def all_through() -> bool:
+        return set(await forwarded(settings)) == {s.event_id for s in data}
+
+    try:
+        event_loop_run(wait_until(all_through, 60, "replayed events forwarded", 1.0))
+    except BaseException:
+        print(worker.tail())
+        raise

@@ -47,11 +47,13 @@ def test_ssl_only() -> None:
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"APP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "APP_KAFKA_SASL_USERNAME and APP_KAFKA_SASL_PASSWORD are required"),
+    ({"APP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+     "APP_KAFKA_SASL_USERNAME and APP_KAFKA_SASL_PASSWORD are required"),
     ({**SCRAM, "APP_KAFKA_SASL_PASSWORD": ""}, "are required when APP_KAFKA_SECURITY_PROTOCOL=SASL_SSL"),
     ({"APP_KAFKA_SECURITY_PROTOCOL": "SASL"}, "APP_KAFKA_SECURITY_PROTOCOL='SASL': must be one of"),
     ({"APP_KAFKA_SASL_MECHANISM": "GSSAPI"}, "APP_KAFKA_SASL_MECHANISM='GSSAPI': must be one of"),
-    ({"APP_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"}, "APP_KAFKA_SSL_CAFILE='/nonexistent/ca.pem': no such file"),
+    ({"APP_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"},
+     "APP_KAFKA_SSL_CAFILE='/nonexistent/ca.pem': no such file"),
 ])
 def test_bad_security_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as info:
@@ -71,6 +73,6 @@ def test_production_mode_never_auto_registers_unless_told(tmp_path: Path) -> Non
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     assert Settings.load({}).schema_auto_register is True
-    assert Settings.load({"APP_ENV": "prod", "APP_CONFIG_FILE": str(empty), **required}).schema_auto_register is False
-    assert Settings.load({"APP_ENV": "prod", "APP_CONFIG_FILE": str(empty), **required,
-                          "APP_SCHEMA_AUTO_REGISTER": "true"}).schema_auto_register is True
+    prod = {"APP_ENV": "prod", "APP_CONFIG_FILE": str(empty), **required}
+    assert Settings.load(prod).schema_auto_register is False
+    assert Settings.load({**prod, "APP_SCHEMA_AUTO_REGISTER": "true"}).schema_auto_register is True

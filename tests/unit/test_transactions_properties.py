@@ -1,0 +1,56 @@
+"""Property: whatever bytes or JSON arrive, parsing ends in a Transaction or a named reason."""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import json
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.transactions import parse
+from domain.errors import PermanentError, Reason
+from domain.transactions import FIELD_MAP
+from models.transaction import Transaction
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=12,
+)
+
+# Objects shaped like events: the mapped raw names with arbitrary values, plus noise.
+event_like = st.fixed_dictionaries(
+    {},
+    optional={raw: json_values | st.sampled_from(["PIX_PAYMENT", "BRL", "10.00", "2026-11-22T10:00:00Z"])
+              for raw in FIELD_MAP.values()},
+).flatmap(lambda d: st.dictionaries(st.text(max_size=8), json_values, max_size=3).map(lambda x: {**x, **d}))
+
+
+def check(value: bytes) -> None:
+    outcome = parse(value)
+    assert isinstance(outcome, (Transaction, PermanentError))
+    if isinstance(outcome, PermanentError):
+        assert isinstance(outcome.reason, Reason) and outcome.message
+    else:
+        assert outcome.amount > 0 and outcome.occurred_at.tzinfo is not None
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes(value: bytes) -> None:
+    check(value)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values)
+def test_arbitrary_json(value: Any) -> None:
+    body = json.dumps(value).encode()
+    check(body)
+    check(base64.b64encode(body))
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(event_like)
+def test_arbitrary_event_shaped_objects(value: dict[str, Any]) -> None:
+    check(json.dumps(value).encode())
