@@ -8,6 +8,8 @@ COPY agents agents
 COPY models models
 COPY domain domain
 COPY config config
+COPY migrations migrations
+COPY data data
 RUN pip install -c requirements.lock .
 USER nobody
 EXPOSE 6066

@@ -6,21 +6,22 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, List, Sequence, Union
+from typing import Any, Awaitable, List, Optional, Sequence, Union
 
 from faust import StreamT
 from faust.types import EventT
 
-from app import resources
+from app import metrics, resources
+from app.logs import event_fields
 from app.main import app, settings
-from app.resources import cql, postgres
+from app.resources import cql, postgres, transactions_avro
 from app.retry import retry_transient
 from app.tables import accounts_cache
 from app.topics import dead_letters, declare_outputs, sinks, transactions_in
 from domain.dead_letters import dead_letter
 from domain.enrichment import cache_entry, enrich, is_fresh
 from domain.errors import PermanentError
-from domain.transactions import decode, to_transaction
+from domain.transactions import AVRO_MAGIC, AvroDecoder, decode, event_id_of, to_transaction
 from models.transaction import EnrichedTransaction, Transaction
 
 log = logging.getLogger(__name__)
@@ -39,16 +40,20 @@ async def process_transactions(stream: StreamT) -> None:
             await stream.ack(event)
 
 
-def parse(value: bytes) -> Union[Transaction, PermanentError]:
+def parse(value: Optional[bytes], avro: Optional[AvroDecoder] = None) -> Union[Transaction, PermanentError]:
     """Decode and validate one raw value; never raises for bad input."""
     try:
-        return to_transaction(decode(value))
+        return to_transaction(decode(value, avro=avro))
     except PermanentError as err:
         return err
 
 
 async def process_batch(events: Sequence[EventT]) -> None:
-    parsed = [parse(event.message.value) for event in events]
+    values = [event.message.value for event in events]
+    if any(value and value[0] == AVRO_MAGIC for value in values):
+        # Writer schemas of the batch's Avro values, fetched at most once per id.
+        await retry_transient(lambda: transactions_avro.prefetch(values), what="Schema Registry")
+    parsed = [parse(value, transactions_avro.decode) for value in values]
     await refresh_cache({tx.account_id for tx in parsed if isinstance(tx, Transaction)})
 
     outcomes: List[Union[EnrichedTransaction, PermanentError]] = []
@@ -65,6 +70,7 @@ async def process_batch(events: Sequence[EventT]) -> None:
             if isinstance(tx, EnrichedTransaction)]
     await retry_transient(lambda: cql.record_history(rows), what="CQL server (history)")
     await asyncio.gather(*[await send(event, outcome) for event, outcome in zip(events, outcomes)])
+    metrics.transactions_batch(events, outcomes)
 
 
 async def refresh_cache(account_ids: set[str]) -> None:
@@ -73,6 +79,7 @@ async def refresh_cache(account_ids: set[str]) -> None:
     missing = sorted(a for a in account_ids
                      if not is_fresh(accounts_cache.get(a), now, settings.cache_ttl_s,
                                      settings.cache_negative_ttl_s))
+    metrics.cache_lookups(hits=len(account_ids) - len(missing), misses=len(missing))
     if not missing:
         return
     found = await retry_transient(lambda: postgres.get_accounts(missing), what="PostgreSQL (accounts)")
@@ -103,7 +110,8 @@ async def send(event: EventT, outcome: Union[EnrichedTransaction, PermanentError
                              offset=message.offset, timestamp=message.timestamp,
                              key=message.key, value=message.value)
         log.warning("dead letter %s/%s@%s: %s (%s)", message.topic, message.partition, message.offset,
-                    outcome.reason.value, outcome.message)
+                    outcome.reason.value, outcome.message,
+                    extra=event_fields(message.topic, message.partition, message.offset, event_id_of(message.value)))
         return await app.producer.send(dead_letters.get_topic_name(), message.key, letter.dumps(),
                                        None, None, _source_headers(event))
     return await app.producer.send(sinks[outcome.category].get_topic_name(),

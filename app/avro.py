@@ -56,8 +56,6 @@ class AvroCodec(Codec):
         ids = self.decoder.missing(values)
         if not ids:
             return
-        for schema_id in ids:
-            self.registry.forget_unknown(schema_id)
         for schema_id, text in sorted((await self.registry.schemas(ids)).items()):
             if text is None:
                 log.warning("schema id %d is not in the schema registry: its values are dead-lettered",

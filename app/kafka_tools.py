@@ -1,7 +1,7 @@
 """Small Kafka helpers outside the worker: counting and reading topics (reports and tests)."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -11,9 +11,10 @@ def bootstrap(brokers: str) -> str:
     return ",".join(part.split("://", 1)[-1] for part in brokers.replace(";", ",").split(","))
 
 
-async def message_counts(brokers: str, topics: Iterable[str]) -> dict[str, int]:
-    """Messages currently in each topic (end offset minus beginning offset, all partitions)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(brokers), enable_auto_commit=False)
+async def message_counts(brokers: str, topics: Iterable[str], **auth: Any) -> dict[str, int]:
+    """Messages currently in each topic (end offset minus beginning offset, all partitions).
+    `auth`: aiokafka security options (app.kafka_security.aiokafka_auth)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(brokers), enable_auto_commit=False, **auth)
     await consumer.start()
     try:
         counts = {}
@@ -34,10 +35,10 @@ async def message_counts(brokers: str, topics: Iterable[str]) -> dict[str, int]:
         await consumer.stop()
 
 
-async def read_all(brokers: str, topic: str, timeout_s: float = 10.0) -> list[ConsumerRecord]:
+async def read_all(brokers: str, topic: str, timeout_s: float = 10.0, **auth: Any) -> list[ConsumerRecord]:
     """Every message now in `topic`, from the beginning to the end offsets seen at the start."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(brokers), enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **auth)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()

@@ -6,6 +6,7 @@ from pathlib import Path
 import faust
 
 from app.kafka_security import broker_credentials, check_broker_access
+from app.logs import apply_level, logging_config
 from app.settings import ROOT, load_or_exit
 
 settings = load_or_exit()
@@ -14,6 +15,7 @@ settings = load_or_exit()
 class App(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
+        apply_level(settings)      # the worker CLI's `-l` set up logging just before this
         # Before faust's producer and consumer connect: refused credentials or an untrusted
         # certificate end the process with one line instead of a traceback.
         await check_broker_access(settings)
@@ -25,7 +27,7 @@ app = App(
     broker_credentials=broker_credentials(settings),
     store=settings.store,
     datadir=settings.data_dir or str(ROOT / "var" / settings.id),
-    autodiscover=["agents", "app.commands"],
+    autodiscover=["agents", "app.commands", "app.views"],
     origin="app",
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replicas,
@@ -34,12 +36,16 @@ app = App(
     web_host=settings.advertised_host,
     web_port=settings.web_port,
     web_enabled=True,
-    web_tables_enabled=False,   # table contents over HTTP only through views that ask for them
+    web_tables_enabled=settings.web_tables_enabled,   # off unless asked for: they show table data
+    logging_config=logging_config(settings),
     # Batches are the unit of work; let the consumer hand them over whole.
     broker_max_poll_records=1000,
     stream_buffer_maxsize=16384,
     producer_linger=0.005,
     consumer_auto_offset_reset="earliest",
+    # Shutdown and rebalance must not wait for unacked events (they may be waiting out a
+    # database outage): whatever was not acked is consumed again, and every sink is idempotent.
+    stream_wait_empty=False,
     broker_session_timeout=settings.kafka_session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
 )

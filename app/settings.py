@@ -172,7 +172,16 @@ class Settings:
                                        "(table routing); empty: the bind address, or the machine's "
                                        "host name when bound to 0.0.0.0.")
     web_port: int = setting(6066, _port, "Port of the web endpoint.")
+    web_tables_enabled: bool = setting(False, _bool, "Serve faust's table-data views (/table/...): they show "
+                                       "cached account data, so they are off unless asked for.")
+    metrics_enabled: bool = setting(True, _bool, "Record the pipeline's metrics and serve them at /metrics "
+                                    "(Prometheus text format).")
+    replay_token: str = setting("", str, "Bearer token that POST /dead-letters/replay requires; empty: "
+                                "replay over HTTP is disabled (403).", secret=True)
     log_level: str = setting("info", _choice("debug", "info", "warning", "error"), "Log level.")
+    log_format: str = setting("text", _choice("text", "json"), "Log lines as text, or as JSON objects "
+                              "(one per line, with event_id, topic, partition and offset on lines "
+                              "about an event).")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> "Settings":

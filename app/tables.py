@@ -1,16 +1,39 @@
 """Faust tables, declared once."""
 from __future__ import annotations
 
+from typing import Any
+
+import faust
+
 from app.main import app
+
+
+class RawKeyTable(faust.Table):
+    """A Table whose str keys travel to its changelog as raw UTF-8, like the producers' keys.
+
+    faust's Table ignores a `key_serializer` argument and derives one from `key_type`:
+    "json" for str, so the changelog key of acc-000001 would be b'"acc-000001"', whose
+    murmur2 hash picks another partition than the events keyed b"acc-000001". The entry
+    would then live on another worker than its events (lost at each rebalance, never
+    shared), and `table_route`, which hashes the changelog key, would send lookups there.
+    Set here, before the app registers the table and creates its changelog topic and store.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_serializer = "raw"
+
 
 # Account id -> {"account": {...} | None, "fetched_at": epoch s}; see domain/enrichment.py.
 # Written from batches that mix partitions, so the partition comes from the key's hash
 # (use_partitioner), which is also how producers key the input topics by account id: an
-# account's entry lives on the same partition number as its events. Keys are raw UTF-8
-# (the app's default key serializer), values JSON.
-accounts_cache = app.Table(
-    "accounts-cache",
+# account's entry lives on the same partition number as its events, on the same worker.
+# Keys are raw UTF-8, values JSON.
+accounts_cache = app.tables.add(RawKeyTable(
+    app,
+    name="accounts-cache",
+    beacon=app.tables.beacon,
     key_type=str,
     use_partitioner=True,
     help="Cache of PostgreSQL account data for enrichment",
-)
+))

@@ -57,7 +57,8 @@ def cases(events: int) -> list[tuple[str, Schema, Schema, Sequence[dict[str, Any
     v1, v2, tx = Schema.parse(USER_CLICK), Schema.parse(CLICK_V2), Schema.parse(RAW_TRANSACTION)
     return [
         ("UserClick (3 fields)", v1, v1, clicks),
-        ("UserClick v2 -> v1 (resolution)", v2, v1, [{**c, "referrer": "https://search.example/"} for c in clicks]),
+        ("UserClick v2 -> v1 (resolution)", v2, v1,
+         [{**c, "referrer": "https://search.example/"} for c in clicks]),
         ("RawTransaction (13 fields)", tx, tx, transactions),
     ]
 
@@ -67,9 +68,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
-    print(f"avro {avro.__version__}, fastavro {fastavro.__version__}, Python {platform.python_version()}, "
-          f"{args.events} events x {args.repeats} repeats (medians)")
-    print(f"{'case':34s} {'op':7s} {'library':9s} {'events/s':>10s} {'CPU µs/ev':>10s} {'avro/fastavro':>14s}")
+    print(f"avro {avro.__version__}, fastavro {fastavro.__version__}, "
+          f"Python {platform.python_version()}, {args.events} events x {args.repeats} repeats (medians)")
+    print(f"{'case':34s} {'op':7s} {'library':9s} {'events/s':>10s} {'CPU µs/ev':>10s} "
+          f"{'avro/fastavro':>14s}")
     for name, writer, reader, datums in cases(args.events):
         framed = [AvroEncoder(1, writer).encode(d) for d in datums]
         for op in ("encode", "decode"):

@@ -150,8 +150,7 @@ class AvroDecoder:
         self._writers[schema_id] = _Writer(schema_id, None, problem)
 
     def add_unknown(self, schema_id: int, now: Optional[float] = None) -> None:
-        if len(self._unknown) >= self.max_unknown:
-            self._unknown.pop(next(iter(self._unknown)))
+        self._unknown.pop(schema_id, None)       # re-inserted: the dict stays oldest first
         self._unknown[schema_id] = time.monotonic() if now is None else now
 
     def knows(self, schema_id: int) -> bool:
@@ -165,6 +164,12 @@ class AvroDecoder:
     def missing(self, values: Iterable[Optional[bytes]], now: Optional[float] = None) -> set[int]:
         """Schema ids in `values` to ask the registry for (neither known nor recently unknown)."""
         now = time.monotonic() if now is None else now
+        # Forget stale or surplus unknown ids here, between batches, never during one: a
+        # value whose id was just forgotten is then simply asked for again.
+        for old_id, noted_at in list(self._unknown.items()):
+            if now - noted_at < self.negative_ttl_s and len(self._unknown) <= self.max_unknown:
+                break
+            del self._unknown[old_id]
         out = set()
         for raw in values:
             schema_id = schema_id_of(raw)

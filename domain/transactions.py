@@ -83,7 +83,7 @@ def to_transaction(event: Mapping[str, Any]) -> Transaction:
             raise PermanentError(Stage.VALIDATE, Reason.MISSING_FIELD, f"missing field {raw_name!r}")
         fields[name] = value
 
-    for name in ("event_id", "account_id", "currency", "end_to_end_id", "counterparty_key",
+    for name in ("event_id", "category", "account_id", "currency", "end_to_end_id", "counterparty_key",
                  "channel", "description"):
         if name in fields:
             _require_text(name, fields[name])
@@ -155,3 +155,13 @@ def parse_timestamp(value: Any) -> datetime:
         raise PermanentError(Stage.VALIDATE, Reason.INVALID_TIMESTAMP,
                              f"occurredAt {value!r} has no UTC offset")
     return moment.astimezone(timezone.utc)
+
+
+def event_id_of(raw: Optional[bytes]) -> Optional[str]:
+    """The eventId of a raw value when it can be read (JSON or base64 JSON), else None; for
+    log lines about an event that failed, so never raises."""
+    try:
+        event_id = decode(raw).get(FIELD_MAP["event_id"])
+    except (PermanentError, TypeError, ValueError, IndexError):
+        return None
+    return event_id if isinstance(event_id, str) else None

@@ -41,3 +41,6 @@ RAW_TRANSACTION: Mapping[str, Any] = {
         {"name": "traceId", "type": ["null", "string"], "default": None},
     ],
 }
+
+# What a producer keeps of a raw event (domain/samples.py::raw_event) to encode it.
+RAW_TRANSACTION_FIELDS = frozenset(field["name"] for field in RAW_TRANSACTION["fields"])

@@ -10,7 +10,7 @@ import faust
 CATEGORIES = ("payment", "receipt", "refund")
 
 
-class Transaction(faust.Record, serializer="json", coerce=False, decimals=True):
+class Transaction(faust.Record, serializer="json", coerce=False, decimals=True, include_metadata=False):
     """One validated event; `amount` is an exact Decimal, `occurred_at` timezone-aware UTC."""
 
     event_id: str
@@ -25,7 +25,8 @@ class Transaction(faust.Record, serializer="json", coerce=False, decimals=True):
     description: Optional[str] = None
 
 
-class EnrichedTransaction(Transaction, serializer="json", coerce=False, decimals=True):
+class EnrichedTransaction(Transaction, serializer="json", coerce=False, decimals=True,
+                          include_metadata=False):
     """A transaction with the business data of its account, as sent to the sink topics."""
 
     customer_id: Optional[int] = None

@@ -14,6 +14,7 @@ from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement
 
+from app import metrics
 from app.settings import ROOT, Settings
 from domain.errors import TransientError
 
@@ -117,6 +118,7 @@ class Cql:
 
     # --- transactions history ----------------------------------------------------------
 
+    @metrics.timed(metrics.cql_seconds, "record_history")
     async def record_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """One row per event in each history table; a replay overwrites, never adds."""
         if not rows:
@@ -141,11 +143,13 @@ class Cql:
         await self.execute_many(by_event, params_event)
         self.writes += len(rows)
 
+    @metrics.timed(metrics.cql_seconds, "account_history")
     async def account_history(self, account_id: str, limit: int = 50) -> list[Any]:
         stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.history_by_account"
                                   " WHERE account_id = ? LIMIT ?")
         return await self.execute(stmt, (account_id, limit))
 
+    @metrics.timed(metrics.cql_seconds, "event_history")
     async def event_history(self, event_id: str) -> Optional[Any]:
         stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.history_by_event WHERE event_id = ?")
         rows = await self.execute(stmt, (event_id,))
@@ -153,6 +157,7 @@ class Cql:
 
     # --- dead letters ---------------------------------------------------------------------
 
+    @metrics.timed(metrics.cql_seconds, "store_dead_letters")
     async def store_dead_letters(self, letters: Sequence[Mapping[str, Any]]) -> None:
         """Keyed by the failed event's source position: storing a letter twice keeps one row."""
         if not letters:
@@ -166,6 +171,7 @@ class Cql:
              row["failed_at"], row["stage"], row["reason"], row["error"], row["key_b64"],
              row["value_b64"], row["attempts"], row["worker_id"]) for row in letters])
 
+    @metrics.timed(metrics.cql_seconds, "dead_letters")
     async def dead_letters(self, day: date, limit: int = 1000) -> list[Any]:
         stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.dead_letters WHERE day = ? LIMIT ?")
         return await self.execute(stmt, (day, limit))

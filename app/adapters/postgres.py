@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 import asyncpg
 
+from app import metrics
 from app.settings import ROOT, Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
 
@@ -109,6 +110,7 @@ class Postgres:
 
         return await self.run(work)
 
+    @metrics.timed(metrics.postgres_seconds, "get_accounts")
     async def get_accounts(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The business data of these accounts, in one round trip; unknown ids are absent."""
         if not account_ids:
@@ -138,6 +140,7 @@ class Postgres:
         "    SET total = EXCLUDED.total, processed_at = EXCLUDED.processed_at"
         "  WHERE s.total IS DISTINCT FROM EXCLUDED.total")
 
+    @metrics.timed(metrics.postgres_seconds, "save_order_totals")
     async def save_order_totals(self, rows: Sequence[tuple[int, Decimal]]) -> int:
         """Upsert (order_number, total) rows in one round trip; returns the rows written.
 

@@ -41,7 +41,7 @@ class SchemaRegistry:
         self.auth = (aiohttp.BasicAuth(settings.schema_registry_username, settings.schema_registry_password)
                      if settings.schema_registry_username else None)
         self._session: Optional[aiohttp.ClientSession] = None
-        self._by_id: dict[int, Optional[str]] = {}           # None: the registry said "no such id"
+        self._by_id: dict[int, str] = {}     # 404s are not kept here: the codec remembers them a while
         self._in_flight: dict[int, asyncio.Future[Optional[str]]] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self.requests = 0                                    # HTTP requests sent, for tests
@@ -51,7 +51,8 @@ class SchemaRegistry:
     async def schemas(self, ids: Iterable[int]) -> dict[int, Optional[str]]:
         """The schema text for each id, None for ids the registry does not have."""
         wanted = set(ids)
-        todo = [i for i in wanted if i not in self._by_id]
+        found: dict[int, Optional[str]] = {i: self._by_id[i] for i in wanted if i in self._by_id}
+        todo = sorted(wanted - found.keys())
         if todo:
             results = await asyncio.gather(*(self._fetch_once(i) for i in todo), return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
@@ -61,12 +62,8 @@ class SchemaRegistry:
                 if isinstance(errors[0], RegistryError):
                     raise TransientError(str(errors[0])) from errors[0]
                 raise errors[0]
-        return {i: self._by_id.get(i) for i in wanted}
-
-    def forget_unknown(self, schema_id: int) -> None:
-        """Ask again next time for an id the registry did not have (it may exist by now)."""
-        if self._by_id.get(schema_id, "") is None:
-            del self._by_id[schema_id]
+            found.update((i, r) for i, r in zip(todo, results) if not isinstance(r, BaseException))
+        return found
 
     async def _fetch_once(self, schema_id: int) -> Optional[str]:
         pending = self._in_flight.get(schema_id)
@@ -79,7 +76,6 @@ class SchemaRegistry:
     async def _fetch(self, schema_id: int) -> Optional[str]:
         status, body = await self._request("GET", f"/schemas/ids/{schema_id}")
         if status == 404:
-            self._by_id[schema_id] = None
             return None
         if status != 200 or not isinstance(body, dict) or "schema" not in body:
             raise RegistryError(f"schema registry: GET /schemas/ids/{schema_id} answered {status}: {body}")
@@ -138,6 +134,13 @@ class SchemaRegistry:
 
     async def delete_subject(self, subject: str) -> None:
         await self._request("DELETE", f"/subjects/{quote(subject, safe='')}")
+
+    async def ping(self) -> None:
+        """One cheap request (the global compatibility level), for readiness probes; raises
+        TransientError when the registry is unreachable, RegistryError when it refuses us."""
+        status, body = await self._request("GET", "/config")
+        if status != 200:
+            raise RegistryError(f"schema registry: GET /config answered {status}: {_message(body)}")
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -3,35 +3,57 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from datetime import datetime, timedelta, timezone
+import random
 from typing import Any, Optional
 
 import orjson
 from faust.cli import AppCommand, option
 from tqdm import tqdm
 
+from app.kafka_security import aiokafka_auth, check_broker_access
 from app.kafka_tools import message_counts, read_all
 from app.main import app, settings
 from app.topics import dead_letters, sinks, transactions_in
 from domain.errors import TransientError
 from domain.samples import samples
+from domain.transactions import decode
+from models.avro_schemas import RAW_TRANSACTION_FIELDS
 
 
 @app.command(
     option("--count", "-n", type=int, default=1000, show_default=True, help="Events to send."),
     option("--bad-ratio", type=float, default=0.05, show_default=True, help="Share of bad events."),
+    option("--avro-ratio", type=float, default=0.0, show_default=True,
+           help="Share of good events sent as Avro (Confluent wire format, schema RawTransaction)."),
     option("--accounts", type=int, default=1000, show_default=True, help="Distinct account ids."),
     option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data)."),
 )
-async def send_transactions(self: AppCommand, count: int, bad_ratio: float, accounts: int, seed: int) -> None:
+async def send_transactions(self: AppCommand, count: int, bad_ratio: float, avro_ratio: float,
+                            accounts: int, seed: int) -> None:
     """Send COUNT realistic raw transaction events (45 fields, all categories, some bad)."""
+    await check_broker_access(settings)
     await transactions_in.maybe_declare()
     topic = transactions_in.get_topic_name()
+    encoder = None
+    if avro_ratio > 0:
+        from app.adapters.registry import RegistryError
+        from app.resources import registry, transactions_avro
+        try:
+            encoder = await transactions_avro.use_schema(topic, auto_register=settings.schema_auto_register)
+        except (RegistryError, TransientError) as exc:
+            raise SystemExit(f"send-transactions: {exc}") from None
+        finally:
+            await registry.close()
     producer = app.producer
+    rng = random.Random(seed)
     pending = []
     for sample in tqdm(samples(count, bad_ratio=bad_ratio, accounts=accounts, seed=seed),
                        desc=f"sending to {topic}", unit="ev"):
-        pending.append(await producer.send(topic, sample.key, sample.value, None, None, None))
+        value = sample.value
+        if encoder is not None and sample.expected_reason is None and rng.random() < avro_ratio:
+            event = decode(value)
+            value = encoder.encode({k: v for k, v in event.items() if k in RAW_TRANSACTION_FIELDS})
+        pending.append(await producer.send(topic, sample.key, value, None, None, None))
         if len(pending) >= 1000:
             await asyncio.gather(*pending)
             pending.clear()
@@ -46,24 +68,39 @@ async def send_transactions(self: AppCommand, count: int, bad_ratio: float, acco
 )
 async def report(self: AppCommand, total: bool, until_total: int, timeout: float) -> None:
     """Print how many events each sink topic and the dead-letter topic hold, and why."""
+    await check_broker_access(settings)
+    auth = aiokafka_auth(settings)
     names = [t.get_topic_name() for t in sinks.values()] + [dead_letters.get_topic_name()]
     deadline = asyncio.get_running_loop().time() + timeout
-    counts = await message_counts(settings.kafka_brokers, names)
+    counts = await message_counts(settings.kafka_brokers, names, **auth)
     while sum(counts.values()) < until_total:
         if asyncio.get_running_loop().time() > deadline:
             raise SystemExit(f"only {sum(counts.values())} of {until_total} events arrived in {timeout}s")
         await asyncio.sleep(0.5)
-        counts = await message_counts(settings.kafka_brokers, names)
+        counts = await message_counts(settings.kafka_brokers, names, **auth)
     if total:
         print(sum(counts.values()))
         return
     for name in names:
         print(f"{name:45s} {counts[name]:>8d}")
     reasons: collections.Counter[Any] = collections.Counter(
-        orjson.loads(r.value)["reason"] for r in await read_all(settings.kafka_brokers, names[-1])
+        orjson.loads(r.value)["reason"] for r in await read_all(settings.kafka_brokers, names[-1], **auth)
     )
     for reason, n in reasons.most_common():
         print(f"  dead letters, {reason:30s} {n:>6d}")
+
+    from app.resources import cql
+    try:
+        history = await cql.execute(f"SELECT count(*) FROM {cql.keyspace}.history_by_event")
+        print(f"{'ScyllaDB/Cassandra history rows (by event id)':45s} {history[0].count:>8d}")
+        latest = await read_all(settings.kafka_brokers, names[0], **auth)
+        if latest:
+            print("\nan enriched payment, as the sink topic holds it:")
+            print(orjson.dumps(orjson.loads(latest[-1].value), option=orjson.OPT_INDENT_2).decode())
+    except TransientError as exc:
+        print(f"(history not readable: {exc})")
+    finally:
+        await cql.close()
 
 
 @app.command()
@@ -110,26 +147,17 @@ async def seed_accounts(self: AppCommand, count: int) -> None:
 async def replay_dead_letters(self: AppCommand, reason: Optional[str], stage: Optional[str], days: int,
                               limit: int, dry_run: bool) -> None:
     """Send chosen dead letters' original bytes back to their source topic."""
+    from app import replay
     from app.resources import cql
-    from domain.dead_letters import original_bytes
 
     try:
         await app.maybe_start_producer()
-        chosen = []
-        today = datetime.now(timezone.utc).date()
-        for back in range(days):
-            for row in await cql.dead_letters(today - timedelta(days=back), limit=100_000):
-                if (reason is None or row.reason == reason) and (stage is None or row.stage == stage):
-                    chosen.append(row)
-        chosen = chosen[:limit]
-        for row in tqdm(chosen, desc="replaying", unit="ev", disable=dry_run):
-            if dry_run:
+        chosen = await replay.find(cql, replay.Selection.last_days(days, reason=reason, stage=stage, limit=limit))
+        if dry_run:
+            for row in chosen:
                 print(f"{row.source_topic}/{row.source_partition}@{row.source_offset} {row.reason}: {row.error}")
-                continue
-            key, value = original_bytes(row.key_b64, row.value_b64)
-            await app.producer.send_and_wait(row.source_topic, key, value, None, None,
-                                             [("replay-of", f"{row.source_topic}/{row.source_partition}"
-                                               f"@{row.source_offset}".encode())])
+        else:
+            await replay.send_back(app.producer, tqdm(chosen, desc="replaying", unit="ev"))
     except TransientError as exc:
         raise SystemExit(f"replay-dead-letters: {exc}") from None
     finally:

@@ -28,7 +28,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def stack() -> dict[str, str]:
     """Start (or find running) the whole local stack; its settings as APP_* variables."""
-    up = subprocess.run([str(ROOT / "scripts" / "stack"), "up"], capture_output=True, text=True)
+    # Under the shared test lock: a disruptive test of another session may have stopped a
+    # server on purpose, and `up` must not restart it under that test's feet.
+    lock_path = ROOT / ".stack" / "run" / "tests.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        up = subprocess.run([str(ROOT / "scripts" / "stack"), "up"], capture_output=True, text=True)
     if up.returncode != 0:
         pytest.fail(f"scripts/stack up failed (rc {up.returncode}):\n{up.stdout}\n{up.stderr}",
                     pytrace=False)

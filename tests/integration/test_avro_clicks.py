@@ -17,7 +17,7 @@ from app.avro import AvroCodec, subject_for
 from domain.avro import frame
 from domain.clicks import sample_clicks
 from domain.errors import Reason
-from models.avro_schemas import RAW_TRANSACTION, USER_CLICK
+from models.avro_schemas import RAW_TRANSACTION, RAW_TRANSACTION_FIELDS, USER_CLICK
 from tests.integration.clicks import (
     dead_letters,
     history,
@@ -207,7 +207,6 @@ def test_avro_transactions_codec_against_the_registry(settings: Any, event_loop_
     from domain.transactions import decode, to_transaction
 
     topic = settings.topic(settings.input_topics[0])
-    fields = {f["name"] for f in RAW_TRANSACTION["fields"]}
     rng = random.Random(5)
     events = [raw_event(rng, f"acc-{i:06d}", datetime.now(timezone.utc)) for i in range(20)]
 
@@ -216,7 +215,8 @@ def test_avro_transactions_codec_against_the_registry(settings: Any, event_loop_
         try:
             producer = AvroCodec(registry, RAW_TRANSACTION)
             await producer.use_schema(topic, auto_register=True)
-            values = [producer.encode({k: v for k, v in e.items() if k in fields}) for e in events]
+            values = [producer.encode({k: v for k, v in e.items() if k in RAW_TRANSACTION_FIELDS})
+                      for e in events]
         finally:
             await registry.close()
         registry = SchemaRegistry(settings)

@@ -207,3 +207,28 @@ def test_replay_command_sends_dead_letters_back(workers: Any, settings: Any, acc
     except BaseException:
         print(worker.tail())
         raise
+
+
+def test_avro_encoded_transactions_flow_like_json(workers: Any, settings: Any, accounts: int,
+                                                  app_env: dict[str, str], event_loop_run: Any) -> None:
+    """`send-transactions --avro-ratio` registers RawTransaction under <topic>-value and sends
+    part of the events as Confluent-framed Avro; the worker fetches the writer schema from
+    the registry and treats them like the JSON ones."""
+    worker = workers().start()
+    env = {**__import__("os").environ, **app_env}
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "faust"), "-A", "app.main", "send-transactions",
+                          "-n", "400", "--bad-ratio", "0", "--avro-ratio", "0.5", "--seed", "61"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = samples(400, bad_ratio=0, seed=61)
+
+    async def all_through() -> bool:
+        return set(await forwarded(settings)) == {s.event_id for s in data}
+
+    try:
+        event_loop_run(wait_until(all_through, 60, "JSON and Avro events forwarded", 1.0))
+        assert event_loop_run(dead_letter_topic(settings)) == []
+        assert "loaded from the schema registry" in worker.log_path.read_text()
+    except BaseException:
+        print(worker.tail())
+        raise

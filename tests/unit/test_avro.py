@@ -14,7 +14,7 @@ from app.adapters.registry import IncompatibleSchema, SchemaNotRegistered
 from app.avro import AvroCodec, subject_for
 from domain.avro import AvroDecoder, AvroEncoder, InvalidSchema, Schema, SchemaNotLoaded, frame, schema_id_of
 from domain.errors import PermanentError, Reason, TransientError
-from models.avro_schemas import RAW_TRANSACTION, USER_CLICK
+from models.avro_schemas import RAW_TRANSACTION, RAW_TRANSACTION_FIELDS, USER_CLICK
 
 V1 = Schema.parse(USER_CLICK)
 REFERRER = {"name": "referrer", "type": ["null", "string"], "default": None}
@@ -138,9 +138,6 @@ class FakeRegistry:
         self.requests += len(ids)
         return {i: self.by_id.get(i) for i in ids}
 
-    def forget_unknown(self, schema_id: int) -> None:
-        pass
-
     async def register(self, subject: str, schema: str) -> int:
         canonical = Schema.parse(schema).text
         for i, text in self.by_id.items():
@@ -230,8 +227,7 @@ def test_avro_transactions_go_through_the_transactions_seam() -> None:
     codec = AvroCodec(registry, RAW_TRANSACTION)   # type: ignore[arg-type]
     run(codec.use_schema("transactions.raw", auto_register=True))
     event = raw_event(random.Random(3), "acc-000001", datetime.now(timezone.utc))
-    fields = {f["name"] for f in RAW_TRANSACTION["fields"]}
-    raw = codec.encode({k: v for k, v in event.items() if k in fields})
+    raw = codec.encode({k: v for k, v in event.items() if k in RAW_TRANSACTION_FIELDS})
     consumer = AvroCodec(registry, RAW_TRANSACTION)   # type: ignore[arg-type]
     run(consumer.prefetch([raw]))
     tx = to_transaction(decode(raw, avro=consumer.decode))
@@ -242,3 +238,35 @@ def test_avro_transactions_go_through_the_transactions_seam() -> None:
 def test_frame_layout() -> None:
     assert frame(0x01020304, b"x") == b"\x00\x01\x02\x03\x04x"
     assert struct.unpack(">bI", frame(5, b"")) == (0, 5)
+
+
+def test_the_negative_cache_is_bounded_between_batches_only() -> None:
+    decoder = AvroDecoder(V1, negative_ttl_s=30, max_unknown=3)
+    for schema_id in range(10, 15):                      # one batch: nothing evicted mid-batch
+        decoder.add_unknown(schema_id, now=100.0)
+    for schema_id in range(10, 15):
+        assert reason_of(decoder, frame(schema_id, b"")) == Reason.UNKNOWN_SCHEMA_ID
+    assert decoder.missing([frame(10, b""), frame(14, b"")], now=101.0) == {10}, "oldest dropped first"
+
+
+def test_the_real_adapter_maps_an_unreachable_registry_to_transient() -> None:
+    import socket
+
+    from app.adapters.registry import SchemaRegistry
+    from app.settings import Settings
+
+    with socket.socket() as s:              # a port nobody listens on once it is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings.load({"APP_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{port}/apis/ccompat/v7",
+                              "APP_SCHEMA_REGISTRY_TIMEOUT_S": "2"})
+
+    async def scenario() -> None:
+        registry = SchemaRegistry(settings)
+        try:
+            with pytest.raises(TransientError, match="schema registry"):
+                await AvroCodec(registry, USER_CLICK).prefetch([frame(1, b"")])
+        finally:
+            await registry.close()
+
+    run(scenario())

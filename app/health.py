@@ -1,0 +1,94 @@
+"""Liveness and readiness of a worker, as /health and /ready report them."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional
+
+from app import metrics
+from app.main import app
+from app.resources import cql, postgres, registry
+
+CHECK_TIMEOUT_S = 2.0     # each server must answer within this
+CACHE_S = 2.0             # probes and scrapes within this share one round of checks
+
+
+@dataclass(frozen=True)
+class Readiness:
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)   # name -> {"ok": bool, "detail": str}
+
+    @property
+    def ready(self) -> bool:
+        return all(check["ok"] for check in self.checks.values())
+
+    def asdict(self) -> dict[str, Any]:
+        return {"ready": self.ready, "checks": self.checks}
+
+
+def alive() -> tuple[bool, str]:
+    """Liveness: the event loop answers (else no response at all) and the app has not
+    crashed or begun to stop. A failure here means: restart the process."""
+    if app.crashed:
+        return False, f"crashed: {app.crash_reason!r}"
+    if app.should_stop:
+        return False, "stopping"
+    return True, "ok"
+
+
+def _partitions() -> tuple[bool, str]:
+    if app.rebalancing:
+        return False, "rebalance in progress"
+    try:
+        assigned = app.consumer.assignment()
+    except Exception as exc:  # noqa: BLE001 - consumer not started yet
+        return False, f"consumer not started ({type(exc).__name__})"
+    if not assigned:
+        return False, "no partitions assigned yet"
+    changelogs = [tp for tp in assigned if tp.topic.endswith("-changelog")]
+    return True, f"{len(assigned)} partitions ({len(changelogs)} of table changelogs)"
+
+
+def _recovery() -> tuple[bool, str]:
+    if app.in_recovery:
+        return False, "recovering tables from their changelogs"
+    if not app.tables.recovery.completed.is_set():
+        return False, "table recovery has not completed yet"
+    return True, "tables recovered"
+
+
+async def _reachable(call: Callable[[], Awaitable[Any]]) -> tuple[bool, str]:
+    try:
+        await asyncio.wait_for(call(), CHECK_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return False, f"no answer within {CHECK_TIMEOUT_S}s"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"; say which
+        return False, f"{type(exc).__name__}: {exc}"[:300]
+    return True, "reachable"
+
+
+async def _check() -> Readiness:
+    servers = await asyncio.gather(
+        _reachable(lambda: postgres.run(lambda conn: conn.fetchval("SELECT 1"))),
+        _reachable(lambda: cql.execute("SELECT release_version FROM system.local")),
+        _reachable(registry.ping),
+    )
+    results = {"partitions_assigned": _partitions(), "tables_recovered": _recovery(),
+               "postgres": servers[0], "cql": servers[1], "schema_registry": servers[2]}
+    readiness = Readiness({name: {"ok": ok, "detail": detail} for name, (ok, detail) in results.items()})
+    metrics.ready.set(1 if readiness.ready else 0)
+    for name, check in readiness.checks.items():
+        metrics.ready_check.labels(name).set(1 if check["ok"] else 0)
+    return readiness
+
+
+_last: Optional[tuple[float, "asyncio.Future[Readiness]"]] = None
+
+
+async def readiness() -> Readiness:
+    """Run the checks, or share the round started less than CACHE_S ago (or still running)."""
+    global _last
+    now = time.monotonic()
+    if _last is None or (now - _last[0] > CACHE_S and _last[1].done()):
+        _last = (now, asyncio.ensure_future(_check()))
+    return await asyncio.shield(_last[1])

@@ -1,0 +1,89 @@
+"""Log lines as text or JSON, at the level from settings; lines about an event carry its position.
+
+The worker CLI (mode) configures logging from the app's `logging_config` setting, which
+`logging_config()` builds. Log calls about one event pass `extra=event_fields(...)`; both
+formatters then show event_id, topic, partition and offset.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import orjson
+
+from app.settings import Settings
+
+EVENT_FIELDS = ("event_id", "topic", "partition", "offset")
+# What a LogRecord has before any `extra=`; everything else a caller added is kept.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+
+
+def event_fields(topic: str, partition: int, offset: int, event_id: Optional[str] = None) -> dict[str, Any]:
+    """`extra=` for a log call about one event (its id when known, and where it was read)."""
+    return {"event_id": event_id, "topic": topic, "partition": partition, "offset": offset}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO-8601), level, logger, message, the extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """faust's usual layout, plus `[event_id=... topic/partition@offset]` on lines about an event."""
+
+    def __init__(self) -> None:
+        super().__init__("[%(asctime)s] [%(process)s] [%(levelname)s]: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if getattr(record, "topic", None) is not None:
+            text += (f" [event_id={getattr(record, 'event_id', None)} "
+                     f"{record.topic}/{getattr(record, 'partition', '?')}@{getattr(record, 'offset', '?')}]")
+        return text
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """dictConfig for the worker: one stdout handler, the chosen format, the level from settings."""
+    formatter = "app.logs.JsonFormatter" if settings.log_format == "json" else "app.logs.TextFormatter"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"app": {"()": formatter}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+                                "formatter": "app"}},
+        "root": {"level": settings.log_level.upper(), "handlers": ["stdout"]},
+    }
+
+
+def apply_level(settings: Settings) -> None:
+    """Make the level from settings the one that counts, whatever `-l` the worker got.
+
+    With `-l warning` or above (faust's default is WARN), faust's worker adds a terminal
+    spinner handler and sets the ROOT logger to DEBUG (faust/worker.py,
+    `_setup_spinner_handler`), so every `log.debug()` in faust and aiokafka builds a
+    record that the handlers then drop: a measurable share of the per-event CPU. The
+    spinner also sets our handler to the `-l` level. Undo both.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler).__name__ == "SpinnerHandler":
+            root.removeHandler(handler)
+        else:
+            handler.setLevel(logging.NOTSET)
+    root.setLevel(settings.log_level.upper())
