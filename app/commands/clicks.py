@@ -1,14 +1,14 @@
 """Click commands: `faust -A app.main send-clicks --help`."""
 from __future__ import annotations
 
-import asyncio
 import collections
 import random
+from typing import Iterator, Optional
 
 from faust.cli import AppCommand, option
-from tqdm import tqdm
 
 from app.adapters.registry import RegistryError
+from app.commands.producing import send_all
 from app.kafka_security import check_broker_access
 from app.main import app, settings
 from app.resources import clicks_avro, registry
@@ -42,21 +42,18 @@ async def send_clicks(self: AppCommand, count: int, users: int, urls: int, bad_r
         raise SystemExit(f"send-clicks: {exc}") from None
     rng = random.Random(seed)
     spoiled: collections.Counter[str] = collections.Counter()
-    producer = app.producer
-    pending = []
-    try:
-        for datum in tqdm(sample_clicks(count, users=users, urls=urls, seed=seed),
-                          desc=f"sending to {topic} (schema id {encoder.schema_id})", unit="ev"):
+
+    def messages() -> Iterator[tuple[Optional[bytes], bytes]]:
+        for datum in sample_clicks(count, users=users, urls=urls, seed=seed):
             value = clicks_avro.dumps(datum)    # the faust Codec interface: encode with the schema id
             if bad_ratio and rng.random() < bad_ratio:
                 value, reason = bad_avro(value, rng.randrange(3))
                 spoiled[reason.value] += 1
-            pending.append(await producer.send(topic, datum["user_id"].encode(), value, None, None, None))
-            if len(pending) >= 1000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        await producer.flush()
+            yield datum["user_id"].encode(), value
+
+    try:
+        await send_all(topic, messages(), desc=f"sending to {topic} (schema id {encoder.schema_id})",
+                       total=count)
     finally:
         await registry.close()
     if spoiled:

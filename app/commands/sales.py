@@ -1,14 +1,13 @@
 """Sales commands: send sample or random orders, write the committed sample file."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any, Awaitable, List, Optional
+from typing import Optional
 
 import orjson
 from faust.cli import AppCommand, option
-from tqdm import tqdm
 
+from app.commands.producing import send_all
 from app.main import app
 from app.settings import ROOT
 from app.topics import sales_orders
@@ -47,15 +46,7 @@ async def send_orders(self: AppCommand, count: int, bad_ratio: float, resend_rat
         messages = [(s.key, s.value) for s in samples]
     await sales_orders.maybe_declare()
     topic = sales_orders.get_topic_name()
-    producer = app.producer
-    pending: List[Awaitable[Any]] = []
-    for key, value in tqdm(messages, desc=f"sending to {topic}", unit="order"):
-        pending.append(await producer.send(topic, key, value, None, None, None))
-        if len(pending) >= 1000:
-            await asyncio.gather(*pending)
-            pending.clear()
-    await asyncio.gather(*pending)
-    await producer.flush()
+    await send_all(topic, messages, desc=f"sending to {topic}", unit="order")
 
 
 @app.command(

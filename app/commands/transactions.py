@@ -4,13 +4,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import orjson
 from faust.cli import AppCommand, option
 from tqdm import tqdm
 
 from app.kafka_security import aiokafka_auth, check_broker_access
+from app.commands.producing import send_all
 from app.kafka_tools import message_counts, read_all
 from app.main import app, settings
 from app.topics import dead_letters, sinks, transactions_in
@@ -44,21 +45,17 @@ async def send_transactions(self: AppCommand, count: int, bad_ratio: float, avro
             raise SystemExit(f"send-transactions: {exc}") from None
         finally:
             await registry.close()
-    producer = app.producer
     rng = random.Random(seed)
-    pending = []
-    for sample in tqdm(samples(count, bad_ratio=bad_ratio, accounts=accounts, seed=seed),
-                       desc=f"sending to {topic}", unit="ev"):
-        value = sample.value
-        if encoder is not None and sample.expected_reason is None and rng.random() < avro_ratio:
-            event = decode(value)
-            value = encoder.encode({k: v for k, v in event.items() if k in RAW_TRANSACTION_FIELDS})
-        pending.append(await producer.send(topic, sample.key, value, None, None, None))
-        if len(pending) >= 1000:
-            await asyncio.gather(*pending)
-            pending.clear()
-    await asyncio.gather(*pending)
-    await producer.flush()
+
+    def messages() -> Iterator[tuple[Optional[bytes], bytes]]:
+        for sample in samples(count, bad_ratio=bad_ratio, accounts=accounts, seed=seed):
+            value = sample.value
+            if encoder is not None and sample.expected_reason is None and rng.random() < avro_ratio:
+                event = decode(value)
+                value = encoder.encode({k: v for k, v in event.items() if k in RAW_TRANSACTION_FIELDS})
+            yield sample.key, value
+
+    await send_all(topic, messages(), desc=f"sending to {topic}", total=count)
 
 
 @app.command(
