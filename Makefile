@@ -1,5 +1,5 @@
 # Entry points; the README names them. Every target installs what it needs first.
-.PHONY: demo test unit integration setup up down status lint typecheck format clean
+.PHONY: demo test unit integration setup up down status lint typecheck format clean bench
 
 demo:            ## fresh machine -> stack, worker, sample data, result
 	scripts/demo
@@ -17,6 +17,11 @@ integration: setup
 
 setup:
 	scripts/bootstrap
+
+bench: setup     ## the whole-pipeline benchmark on the local stack -> bench/results/ (BENCH_ARGS="--events 20000")
+	.venv/bin/pip install -q -c requirements.lock -e '.[bench]'
+	scripts/stack up
+	.venv/bin/python -m bench.pipeline $(BENCH_ARGS)
 
 up: setup
 	scripts/stack up

@@ -52,7 +52,7 @@ def _partitions() -> tuple[bool, str]:
 def _recovery() -> tuple[bool, str]:
     if app.in_recovery:
         return False, "recovering tables from their changelogs"
-    if not app.tables.recovery.completed.is_set():
+    if not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
         return False, "table recovery has not completed yet"
     return True, "tables recovered"
 

@@ -52,9 +52,10 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        if getattr(record, "topic", None) is not None:
+        topic = getattr(record, "topic", None)
+        if topic is not None:
             text += (f" [event_id={getattr(record, 'event_id', None)} "
-                     f"{record.topic}/{getattr(record, 'partition', '?')}@{getattr(record, 'offset', '?')}]")
+                     f"{topic}/{getattr(record, 'partition', '?')}@{getattr(record, 'offset', '?')}]")
         return text
 
 

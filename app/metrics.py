@@ -232,10 +232,10 @@ class FaustMonitorCollector(Collector):
                 ("faust_topic_partition_read_offset", "Last offset read, per partition", m.tp_read_offsets),
                 ("faust_topic_partition_committed_offset", "Last offset committed, per partition",
                  m.tp_committed_offsets)):
-            family = GaugeMetricFamily(name, doc, labels=["topic", "partition"])
+            gauge = GaugeMetricFamily(name, doc, labels=["topic", "partition"])
             for tp, offset in sorted(offsets.items()):
-                family.add_metric([tp.topic, str(tp.partition)], offset)
-            yield family
+                gauge.add_metric([tp.topic, str(tp.partition)], offset)
+            yield gauge
         family = CounterMetricFamily("faust_table_operations", "Table keys read, updated and deleted",
                                      labels=["table", "operation"])
         for table, state in sorted(m.tables.items()):

@@ -1,20 +1,26 @@
-"""app.metrics wired into the running worker: faust's sensor, consumer lag, throughput, stats."""
+"""app.metrics wired into the running worker: faust's sensor, consumer lag, recent rates, stats."""
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
+from mode import Service
 
 from app import health, metrics
+from app.kafka_security import aiokafka_auth
+from app.kafka_tools import bootstrap
 from app.main import app, settings
 from domain.dead_letters import WORKER_ID
 
 log = logging.getLogger(__name__)
-LAG_TIMEOUT_S = 2.0
+LAG_TIMEOUT_S = 3.0
 LAG_CACHE_S = 2.0
 THROUGHPUT_EVERY_S = 5.0
 THROUGHPUT_WINDOW = 13           # samples: about a minute
@@ -32,9 +38,17 @@ if settings.metrics_enabled:
     metrics.registry.register(metrics.PipelineCollector(_topic_of))
     metrics.registry.register(metrics.FaustMonitorCollector(lambda: app.monitor))
 
-# --- throughput ---------------------------------------------------------------------------
+# --- recent rates ---------------------------------------------------------------------------
 
-Snapshot = tuple[float, int, int, int]        # monotonic time, events in, forwarded, dead-lettered
+@dataclass(frozen=True)
+class Snapshot:
+    at: float                     # monotonic seconds
+    events_in: int
+    forwarded: int
+    dead_lettered: int
+    e2e_buckets: tuple[int, ...]  # the transactions agent's end-to-end latency histogram
+
+
 _history: collections.deque[Snapshot] = collections.deque(maxlen=THROUGHPUT_WINDOW)
 _started = time.monotonic()
 
@@ -42,31 +56,110 @@ _started = time.monotonic()
 def _snapshot() -> Snapshot:
     out = sum(n for (_, category), n in metrics.events_out.items() if category != metrics.DEAD_LETTER)
     dead = sum(n for (_, category), n in metrics.events_out.items() if category == metrics.DEAD_LETTER)
-    return time.monotonic(), sum(metrics.events_in.values()), out, dead
+    series = metrics.e2e_latency.series.get(("transactions",))
+    buckets = tuple(series[0]) if series else (0,) * (len(metrics.e2e_latency.bounds) + 1)
+    return Snapshot(time.monotonic(), sum(metrics.events_in.values()), out, dead, buckets)
 
 
 @app.timer(interval=THROUGHPUT_EVERY_S)
-async def sample_throughput() -> None:
+async def sample() -> None:
+    """Keep a minute of snapshots for the recent rates, and the consumer lag fresh (which
+    also keeps the lag probe's connections warm for the first scrape)."""
     _history.append(_snapshot())
+    await consumer_lag()
 
 
-def throughput() -> dict[str, float]:
-    """Events per second over about the last minute (since the oldest sample kept)."""
+def _quantile_bound(counts: list[int], q: float) -> Optional[float]:
+    """The upper bound of the bucket holding the q-quantile (None: no data, inf: beyond)."""
+    total = sum(counts)
+    if not total:
+        return None
+    seen = 0
+    for bound, count in zip((*metrics.e2e_latency.bounds, float("inf")), counts):
+        seen += count
+        if seen >= q * total:
+            return bound
+    return float("inf")
+
+
+def recent() -> dict[str, Any]:
+    """Rates and end-to-end latency over about the last minute (since the oldest sample kept)."""
     now = _snapshot()
-    first = _history[0] if _history else (_started, 0, 0, 0)
-    window = now[0] - first[0]
-    if window <= 0:
-        return {"window_s": 0.0, "events_in_per_s": 0.0, "forwarded_per_s": 0.0, "dead_lettered_per_s": 0.0}
+    first = _history[0] if _history else Snapshot(_started, 0, 0, 0, (0,) * len(now.e2e_buckets))
+    window = now.at - first.at
+    delta = [b - a for a, b in zip(first.e2e_buckets, now.e2e_buckets)]
+    p50, p99 = _quantile_bound(delta, 0.5), _quantile_bound(delta, 0.99)
+
+    def rate(a: int, b: int) -> float:
+        return round((b - a) / window, 1) if window > 0 else 0.0
+
     return {"window_s": round(window, 1),
-            "events_in_per_s": round((now[1] - first[1]) / window, 1),
-            "forwarded_per_s": round((now[2] - first[2]) / window, 1),
-            "dead_lettered_per_s": round((now[3] - first[3]) / window, 1)}
+            "events_in_per_s": rate(first.events_in, now.events_in),
+            "forwarded_per_s": rate(first.forwarded, now.forwarded),
+            "dead_lettered_per_s": rate(first.dead_lettered, now.dead_lettered),
+            "e2e_events": sum(delta),
+            "e2e_p50_at_most_s": None if p50 is None or p50 == float("inf") else p50,
+            "e2e_p99_at_most_s": None if p99 is None or p99 == float("inf") else p99}
 
 
 # --- consumer lag -------------------------------------------------------------------------
 
+class LagProbe:
+    """Asks the broker, on its own connections, for end offsets and the group's committed
+    offsets. Not through faust's consumer: its calls queue behind the consumer thread's
+    long-polling fetches (about a second each)."""
+
+    def __init__(self) -> None:
+        self._consumer: Optional[AIOKafkaConsumer] = None
+        self._admin: Optional[AIOKafkaAdminClient] = None
+
+    async def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
+        if self._consumer is None or self._admin is None:
+            servers, auth = bootstrap(settings.kafka_brokers), aiokafka_auth(settings)
+            consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, **auth)
+            admin = AIOKafkaAdminClient(bootstrap_servers=servers, **auth)
+            try:
+                await consumer.start()
+                await admin.start()
+            except BaseException:
+                await consumer.stop()
+                await admin.close()
+                raise
+            self._consumer, self._admin = consumer, admin
+        return self._consumer, self._admin
+
+    async def offsets(self, tps: list[TP]) -> tuple[dict[TP, int], dict[TP, int]]:
+        """End offsets, and committed offsets (the earliest offset where none was committed)."""
+        consumer, admin = await self._clients()
+        parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        ends, committed = await asyncio.gather(
+            consumer.end_offsets(parts), admin.list_consumer_group_offsets(app.conf.id, partitions=parts))
+        done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        never = [tp for tp in parts if tp not in done]
+        if never:
+            done.update(await consumer.beginning_offsets(never))
+        return ({TP(tp.topic, tp.partition): n for tp, n in ends.items()},
+                {TP(tp.topic, tp.partition): n for tp, n in done.items()})
+
+    async def close(self) -> None:
+        consumer, admin, self._consumer, self._admin = self._consumer, self._admin, None, None
+        if consumer is not None:
+            await consumer.stop()
+        if admin is not None:
+            await admin.close()
+
+
+_probe = LagProbe()
 _lag: tuple[float, list[dict[str, Any]]] = (0.0, [])
 _lag_lock = asyncio.Lock()
+
+
+@app.service
+class Observability(Service):
+    """Closes the lag probe's broker connections when the worker stops."""
+
+    async def on_stop(self) -> None:
+        await _probe.close()
 
 
 def _stream_partitions() -> list[TP]:
@@ -78,10 +171,8 @@ def _stream_partitions() -> list[TP]:
 
 
 async def consumer_lag() -> list[dict[str, Any]]:
-    """Per assigned partition: end offset, committed offset and their difference. Asks the
-    broker for end offsets (one request, at most every LAG_CACHE_S); the committed offset is
-    the consumer's own record of its last commit, else the earliest offset (nothing was ever
-    committed, and the consumer starts from the beginning)."""
+    """Per partition assigned to this worker: end offset, the group's committed offset and
+    their difference, at most every LAG_CACHE_S (shared by /metrics, /stats and /status)."""
     global _lag
     async with _lag_lock:
         if time.monotonic() - _lag[0] < LAG_CACHE_S:
@@ -90,15 +181,10 @@ async def consumer_lag() -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         if tps:
             try:
-                ends = await asyncio.wait_for(app.consumer.highwaters(*tps), LAG_TIMEOUT_S)
-                known: dict[TP, Optional[int]] = getattr(app.consumer, "_committed_offset", {})
-                committed = {tp: known.get(tp) for tp in tps}
-                missing = [tp for tp, offset in committed.items() if offset is None]
-                if missing:
-                    earliest = await asyncio.wait_for(app.consumer.earliest_offsets(*missing), LAG_TIMEOUT_S)
-                    committed.update({tp: earliest.get(tp) for tp in missing})
-            except Exception as exc:  # noqa: BLE001 - keep the last figures; say why once per failure
+                ends, committed = await asyncio.wait_for(_probe.offsets(tps), LAG_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - keep the last figures and say why
                 log.warning("consumer lag unavailable: %s: %s", type(exc).__name__, exc)
+                await _probe.close()
                 return _lag[1]
             for tp in tps:
                 end, done = ends.get(tp), committed.get(tp)
@@ -139,7 +225,7 @@ async def stats() -> dict[str, Any]:
         "worker": {"id": WORKER_ID, "url": str(app.conf.canonical_url), "app_id": settings.id,
                    "uptime_s": round(time.monotonic() - _started, 1)},
         "ready": readiness.asdict(),
-        "throughput": throughput(),
+        "recent": recent(),
         "events_in": _nested(metrics.events_in),
         "events_out": _nested(metrics.events_out),
         "dead_letters": {"total": sum(by_reason.values()), "by_reason": dict(by_reason.most_common()),
@@ -148,7 +234,7 @@ async def stats() -> dict[str, Any]:
         "cache": {"hits": metrics.cache["hits"], "misses": metrics.cache["misses"],
                   "hit_ratio": None if ratio is None else round(ratio, 4)},
         "e2e_latency_s": {"count": sum(e2e[0]) if e2e else 0,
-                          "mean": round(e2e[1][0] / sum(e2e[0]), 4) if e2e and sum(e2e[0]) else None},
+                          "mean_since_start": round(e2e[1][0] / sum(e2e[0]), 4) if e2e and sum(e2e[0]) else None},
         "consumer_lag": {"total": sum(row["lag"] for row in lag), "partitions": lag},
         "metrics_enabled": settings.metrics_enabled,
     }

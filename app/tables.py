@@ -29,11 +29,12 @@ class RawKeyTable(faust.Table):
 # (use_partitioner), which is also how producers key the input topics by account id: an
 # account's entry lives on the same partition number as its events, on the same worker.
 # Keys are raw UTF-8, values JSON.
-accounts_cache = app.tables.add(RawKeyTable(
+accounts_cache = RawKeyTable(
     app,
     name="accounts-cache",
     beacon=app.tables.beacon,
     key_type=str,
     use_partitioner=True,
     help="Cache of PostgreSQL account data for enrichment",
-))
+)
+app.tables.add(accounts_cache)         # what app.Table() does, with our Table class

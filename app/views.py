@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Mapping, Optional
 
 import aiohttp
+import orjson
 from cassandra.util import Date as CqlDate
 from faust import web
 from prometheus_client.exposition import choose_encoder
@@ -28,7 +29,7 @@ from domain.errors import TransientError
 
 log = logging.getLogger(__name__)
 HISTORY_LIMIT_MAX = 1000
-PEER_TIMEOUT_S = 1.5
+PEER_TIMEOUT_S = 2.5
 
 
 def _jsonable(row: Any) -> dict[str, Any]:
@@ -99,20 +100,19 @@ async def status_view(self: web.View, request: web.Request) -> web.Response:
 
 
 @app.page("/cache/{account_id}")
-class CacheEntry(web.View):
+@app.table_route(table=accounts_cache, match_info="account_id")
+async def cache_entry(self: web.View, request: web.Request, *args: Any, **params: Any) -> web.Response:
     """An account's entry in the enrichment cache, answered by the worker that owns the key
     (faust's table_route forwards the request when that is another worker)."""
-
-    @app.table_route(table=accounts_cache, match_info="account_id")
-    async def get(self, request: web.Request, account_id: str) -> web.Response:
-        entry = accounts_cache.get(account_id)
-        partition = app.producer.key_partition(accounts_cache.changelog_topic.get_topic_name(),
-                                               account_id.encode()).partition
-        answer = {"account_id": account_id, "partition": partition, "served_by": str(app.conf.canonical_url)}
-        if entry is None:
-            return self.json({**answer, "error": "not in the cache"}, status=404)
-        fresh = is_fresh(entry, time.time(), settings.cache_ttl_s, settings.cache_negative_ttl_s)
-        return self.json({**answer, "entry": entry, "fresh": fresh})
+    account_id = request.match_info["account_id"]
+    entry = accounts_cache.get(account_id)
+    partition = app.producer.key_partition(accounts_cache.changelog_topic.get_topic_name(),
+                                           account_id.encode()).partition
+    answer = {"account_id": account_id, "partition": partition, "served_by": str(app.conf.canonical_url)}
+    if entry is None:
+        return self.json({**answer, "error": "not in the cache"}, status=404)
+    fresh = is_fresh(entry, time.time(), settings.cache_ttl_s, settings.cache_negative_ttl_s)
+    return self.json({**answer, "entry": entry, "fresh": fresh})
 
 
 def _limit(request: web.Request, default: int, most: int) -> Optional[int]:
@@ -208,10 +208,11 @@ class ReplayDeadLetters(web.View):
         if refused is not None:
             return refused
         params: dict[str, Any] = dict(request.query)
-        if request.can_read_body:
+        raw = await self.read_request_content(request)
+        if raw.strip():
             try:
-                body = await request.json()
-            except ValueError:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
                 return self.error(400, "the body must be a JSON object")
             if not isinstance(body, Mapping):
                 return self.error(400, "the body must be a JSON object")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import yaml
 
@@ -36,3 +37,108 @@ def test_compose_services_the_workers_name_exist() -> None:
         host = env[key].split("://", 1)[1].split("@")[-1].split(":")[0].split("/")[0]
         assert host in c["services"], f"{key} points at {host}, not a compose service"
     assert env["APP_CQL_HOSTS"] in c["services"]
+
+
+# --- Prometheus, alert rules and Grafana (issue 6) ----------------------------------------
+
+DEPLOY = ROOT / "deploy"
+PROMETHEUS_BUILTINS = {"up"}
+
+
+def exported_names() -> set[str]:
+    """Every sample name a worker exports (the names app/metrics.py defines, plus the
+    process collector's), whatever traffic it has seen."""
+    from faust.sensors.monitor import Monitor
+
+    from app import metrics
+    return metrics.names([metrics.PipelineCollector(str), metrics.FaustMonitorCollector(Monitor)])
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects; raises on a syntax error."""
+    import promql_parser
+
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if type(node).__name__ == "VectorSelector" and getattr(node, "name", None):
+            found.add(node.name)  # type: ignore[attr-defined]
+        for attr in ("expr", "lhs", "rhs", "param", "vector_selector"):
+            child = getattr(node, attr, None)
+            if child is not None and not isinstance(child, (str, int, float)):
+                walk(child)
+        for child in getattr(node, "args", None) or ():
+            walk(child)
+
+    walk(promql_parser.parse(expr))
+    return found
+
+
+def alert_rules() -> list[dict]:
+    return [rule for group in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+            for rule in group["rules"]]
+
+
+def dashboard() -> dict:
+    return json.loads((DEPLOY / "grafana" / "dashboards" / "txpipe.json").read_text())
+
+
+def test_compose_runs_prometheus_and_grafana_on_the_deploy_files() -> None:
+    services = compose()["services"]
+    for name, mounts in (("prometheus", ["./deploy/prometheus:/etc/prometheus:ro"]),
+                         ("grafana", ["./deploy/grafana/provisioning:/etc/grafana/provisioning:ro",
+                                      "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro"])):
+        assert services[name]["volumes"] == mounts
+        for mount in mounts:
+            assert (ROOT / mount.split(":")[0]).is_dir(), mount
+    assert "/health" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert services["worker"]["environment"]["APP_LOG_FORMAT"] == "json"
+
+
+def test_prometheus_scrapes_every_worker_replica_on_its_web_port() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "txpipe-worker"]
+    assert job["metrics_path"] == "/metrics"
+    (sd,) = job["dns_sd_configs"]
+    worker_env = compose()["services"]["worker"]["environment"]
+    assert sd["names"] == ["worker"] and sd["type"] == "A" and sd["port"] == int(worker_env["APP_WEB_PORT"])
+    assert worker_env["APP_WEB_HOST"] == "0.0.0.0"        # reachable from the Prometheus container
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+
+
+def test_alert_rules_parse_and_use_only_exported_metrics() -> None:
+    rules = alert_rules()
+    assert {r["alert"] for r in rules} >= {"TxpipeConsumerLagGrowing", "TxpipeDeadLetterRateHigh",
+                                           "TxpipeWorkerNotReady"}
+    known = exported_names() | PROMETHEUS_BUILTINS
+    for rule in rules:
+        names = metric_names(rule["expr"])
+        assert names and names <= known, f"{rule['alert']}: unknown metrics {sorted(names - known)}"
+        assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
+
+
+def test_the_dashboard_parses_and_queries_only_exported_metrics() -> None:
+    board = dashboard()
+    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "txpipe.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
+                                .read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090" and "prometheus" in compose()["services"]
+    known = exported_names() | PROMETHEUS_BUILTINS
+    used: set[str] = set()
+    for panel in board["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"]
+        for target in panel["targets"]:
+            names = metric_names(target["expr"])
+            assert names <= known, f"panel {panel['title']!r}: unknown metrics {sorted(names - known)}"
+            used |= names
+    # the issue's list: throughput, lag, dead letters, cache, database latencies, e2e, batches
+    assert {"pipeline_events_in_total", "pipeline_events_out_total", "pipeline_consumer_lag",
+            "pipeline_dead_letters_total", "pipeline_cache_hits_total", "pipeline_postgres_seconds_bucket",
+            "pipeline_cql_seconds_bucket", "pipeline_e2e_latency_seconds_bucket",
+            "pipeline_batch_size_bucket", "pipeline_ready"} <= used
+
+
+def test_the_name_check_catches_a_typo() -> None:
+    assert metric_names("sum(rate(pipeline_events_inn_total[5m]))") - exported_names() == {
+        "pipeline_events_inn_total"}

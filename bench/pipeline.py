@@ -1,0 +1,701 @@
+"""The whole transactions pipeline against the passthrough ceiling and the seeds-style baseline,
+on the real local stack, in one run (issue 7).
+
+    scripts/stack up
+    make bench                         # = .venv/bin/python -m bench.pipeline
+    .venv/bin/python -m bench.pipeline --events 20000 --baseline-events 2000   # quicker
+
+One run: a fresh PostgreSQL database (1,000 demo accounts, pg_stat_statements), CQL keyspace
+and topic prefix. N sample events (domain.samples, all good, 1,000 accounts) are produced ONCE
+into an 8-partition input topic; every contender then consumes that same topic from the
+beginning with its own consumer group and its own output topics:
+
+  passthrough  raw aiokafka getmany -> send (futures gathered per batch), no processing
+  baseline     the seeds' style: per event decode+validate, one PostgreSQL query, one
+               synchronous CQL insert (session.execute), producer.send_and_wait
+               (time-boxed to --baseline-events: it is slow)
+  pipeline     `faust -A app.main worker` subprocesses: 1 worker cold cache, the same app
+               restarted (cache recovered from its changelog: warm) with 1 worker, then 2
+               workers (warm); the input offsets of the group are rewound between passes.
+
+Throughput of every contender is computed the same way, from the timestamps of its output
+messages: events between the 5th and the 95th percentile of output timestamps divided by
+that time span (start-up and rebalance at the edges left out). CPU per event is the CPU
+(utime+stime, /proc/<pid>/stat) of the process(es) doing the work over the pass, divided by
+the events. Latency: with the warm worker running, events are produced at half the warm
+1-worker rate into a second input topic; end-to-end = sink message timestamp (CreateTime set
+by the worker's producer) minus the input message's timestamp (CreateTime set by our
+producer), joined on the source-topic/-partition/-offset headers. Then the worker is profiled
+with py-spy (--nonblocking) at full load, on extra events sent to that second input topic.
+The CPU used meanwhile by the stack's servers (Kafka, Cassandra, PostgreSQL with its backends)
+and by the whole machine is reported per event too: on one shared 2-core machine it is what
+bounds the pipeline. The run holds the stack's test lock shared, as integration tests do. Sales: orders produced to the sales topic, rows
+counted in PostgreSQL (processed_at is per batch). Avro: bench/avro_codecs.py's functions.
+
+Results: bench/results/pipeline.md, pipeline.json, pipeline.png, profile.md, profile.raw.txt
+(py-spy's collapsed stacks: any flame-graph tool reads them). Re-render: python -m bench.report
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+from app.kafka_tools import bootstrap  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from models.transaction import CATEGORIES  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+TICKS = os.sysconf("SC_CLK_TCK")
+PARTITIONS = 8
+FAUST = str(ROOT / ".venv" / "bin" / "faust")
+PYSPY = str(ROOT / ".venv" / "bin" / "py-spy")
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS       # utime + stime, seconds
+
+
+def proc_status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])                      # kB
+    return 0
+
+
+def stack_cpu() -> dict[str, float]:
+    """CPU seconds so far of the stack's servers (their pid files; PostgreSQL with its
+    backends), and of the whole machine (busy, all cores)."""
+    out: dict[str, float] = {}
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    for name in ("kafka", "cassandra", "postgres"):
+        try:
+            root = int((ROOT / ".stack" / "run" / f"{name}.pid").read_text().split()[0])
+            out[name] = sum(proc_cpu(pid) for pid in [root, *children.get(root, [])]
+                            if Path(f"/proc/{pid}").exists())
+        except (OSError, ValueError):
+            out[name] = float("nan")
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    out["machine_busy"] = (sum(fields) - fields[3] - fields[4]) / TICKS
+    return out
+
+
+def stack_delta(before: dict[str, float], events: int) -> dict[str, float]:
+    after = stack_cpu()
+    return {f"{k}_cpu_us": (after[k] - before[k]) / events * 1e6 for k in before}
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stack_env() -> dict[str, str]:
+    out = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self) -> "Worker":
+        with self.log.open("ab") as out:
+            self.offset = out.tell()
+            self.proc = subprocess.Popen([FAUST, "-A", "app.main", "worker", "-l", "info"],
+                                         env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        return self
+
+    async def wait_ready(self, timeout: float = 120) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while b"[^Worker]: Ready" not in self.log.read_bytes()[self.offset:]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start; see {self.log}")
+            await asyncio.sleep(0.2)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+# --- Kafka helpers --------------------------------------------------------------------------
+
+async def create_topics(brokers: str, names: Iterable[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def delete_topics(brokers: str, prefixes: Sequence[str]) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
+        if names:
+            await admin.delete_topics(names)
+        return len(names)
+    finally:
+        await admin.close()
+
+
+_OFFSETS: dict[str, AIOKafkaConsumer] = {}
+
+
+async def end_offsets(brokers: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """End offsets through one long-lived client (polled often: it must stay cheap)."""
+    consumer = _OFFSETS.get(brokers)
+    if consumer is None:
+        consumer = _OFFSETS[brokers] = AIOKafkaConsumer(bootstrap_servers=bootstrap(brokers),
+                                                        enable_auto_commit=False)
+        await consumer.start()
+    if any(len(consumer.partitions_for_topic(t) or ()) < PARTITIONS for t in topics):
+        await consumer._client.force_metadata_update()
+    tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+    return dict(await consumer.end_offsets(tps)) if tps else {}
+
+
+async def close_offsets() -> None:
+    for consumer in _OFFSETS.values():
+        await consumer.stop()
+    _OFFSETS.clear()
+
+
+def total_since(ends: dict[TopicPartition, int], since: dict[TopicPartition, int]) -> int:
+    return sum(end - since.get(tp, 0) for tp, end in ends.items())
+
+
+async def read_since(brokers: str, since: dict[TopicPartition, int],
+                     until: dict[TopicPartition, int]) -> list[Any]:
+    """Records from `since` (default 0) up to `until`, on the partitions of `until`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(brokers), enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        remaining = {tp for tp, end in until.items() if end > since.get(tp, 0)}
+        consumer.assign(list(remaining) or list(until))
+        for tp in remaining:
+            consumer.seek(tp, since.get(tp, 0))
+        out: list[Any] = []
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=10_000, max_records=10_000)
+            if not batch:
+                raise TimeoutError(f"no data, still expecting {remaining}")
+            for tp, records in batch.items():
+                out.extend(r for r in records if r.offset < until[tp])
+                if records and records[-1].offset + 1 >= until[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def produce(brokers: str, topic: str, items: Sequence[tuple[bytes, bytes]],
+                  rate: Optional[float] = None) -> None:
+    """Send (key, value) pairs; `rate`: events/s, paced in steps of 10 ms."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(brokers), acks="all", linger_ms=5,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        for i, (key, value) in enumerate(items):
+            if rate and i % max(1, int(rate / 100)) == 0:
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def rewind_group(brokers: str, group: str, topic: str) -> None:
+    """Commit offset 0 for every partition of `topic` in `group` (its members are stopped)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(brokers), group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        for attempt in range(30):
+            try:
+                await consumer.commit({tp: 0 for tp in tps})
+                return
+            except Exception as exc:  # noqa: BLE001 - group still rebalancing after the stop
+                if attempt == 29:
+                    raise
+                say(f"  rewind {group}: {type(exc).__name__}, retrying")
+                await asyncio.sleep(1)
+    finally:
+        await consumer.stop()
+
+
+def steady_rate(timestamps_ms: Sequence[int]) -> tuple[float, float]:
+    """(events/s between the 5th and 95th percentile of output timestamps, whole span s)."""
+    ts = sorted(timestamps_ms)
+    n = len(ts)
+    lo, hi = int(n * 0.05), int(n * 0.95) - 1
+    span = (ts[hi] - ts[lo]) / 1000
+    return ((hi - lo) / span if span > 0 else float("inf")), (ts[-1] - ts[0]) / 1000
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# --- the contenders -------------------------------------------------------------------------
+
+async def passthrough(brokers: str, src: str, dst: str, events: int, group: str) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap(brokers), group_id=group,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_poll_records=1000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(brokers), linger_ms=5,
+                                max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    cpu0, wall0 = self_cpu(), time.monotonic()
+    done = 0
+    try:
+        while done < events:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=1000)
+            futures = []
+            for records in batch.values():
+                for r in records:
+                    futures.append(await producer.send(dst, r.value, key=r.key, headers=r.headers))
+            await asyncio.gather(*futures)
+            if batch:
+                await consumer.commit()
+            done += len(futures)
+        cpu = self_cpu() - cpu0
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {"events": done, "cpu_s": cpu, "wall_s": time.monotonic() - wall0}
+
+
+async def baseline(settings: Settings, src: str, dst: str, events: int, group: str) -> dict[str, Any]:
+    """The seeds' loop: per event decode+validate, one query, one synchronous insert, one
+    send_and_wait. The CQL call blocks the event loop, as the seeds' code does."""
+    from cassandra.cluster import Cluster
+    from domain.errors import PermanentError
+    from domain.transactions import decode, to_transaction
+
+    cluster = Cluster(list(settings.cql_hosts), port=settings.cql_port, protocol_version=4)
+    session = cluster.connect()
+    session.execute(f"CREATE TABLE IF NOT EXISTS {settings.cql_keyspace}.baseline_history ("
+                    "event_id text PRIMARY KEY, account_id text, occurred_at timestamp, category text,"
+                    " amount decimal, customer_name text, segment text, processed_at timestamp)", timeout=60)
+    insert = session.prepare(f"INSERT INTO {settings.cql_keyspace}.baseline_history (event_id, account_id,"
+                             " occurred_at, category, amount, customer_name, segment, processed_at)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    pg = await asyncpg.connect(settings.postgres_dsn)
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap(settings.kafka_brokers), group_id=group,
+                                enable_auto_commit=True, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings.kafka_brokers))
+    await consumer.start()
+    await producer.start()
+    cpu0, wall0 = self_cpu(), time.monotonic()
+    done = failed = 0
+    try:
+        async for msg in consumer:
+            try:
+                tx = to_transaction(decode(msg.value))
+                row = await pg.fetchrow(
+                    "SELECT a.account_id, a.status, c.name, c.segment, c.risk_score"
+                    "  FROM accounts a JOIN customers c USING (customer_id) WHERE a.account_id = $1",
+                    tx.account_id)
+                if row is None or row["status"] != "active":
+                    raise ValueError("unknown or blocked account")
+                from datetime import datetime, timezone
+                session.execute(insert, (tx.event_id, tx.account_id, tx.occurred_at, tx.category,
+                                         tx.amount, row["name"], row["segment"], datetime.now(timezone.utc)))
+                out = {**tx.asdict(), "customer_name": row["name"], "segment": row["segment"],
+                       "risk_score": row["risk_score"]}
+                await producer.send_and_wait(dst, json.dumps(out, default=str).encode(), key=msg.key,
+                                             headers=[("source-offset", str(msg.offset).encode())])
+            except (PermanentError, ValueError):
+                failed += 1
+                await producer.send_and_wait(dst, msg.value, key=msg.key)
+            done += 1
+            if done >= events:
+                break
+        cpu = self_cpu() - cpu0
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await pg.close()
+        cluster.shutdown()
+    return {"events": done, "rejected": failed, "cpu_s": cpu, "wall_s": time.monotonic() - wall0}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run = uuid.uuid4().hex[:8]
+        self.base = stack_env()
+        self.prefix = f"b{self.run}."
+        self.app_id = f"bench-{self.run}"
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.run}-"))
+        admin = self.base["APP_POSTGRES_DSN"].rsplit("/", 1)[0]
+        self.admin_dsn, self.db = admin + "/postgres", f"bench_{self.run}"
+        self.env = {**os.environ, **self.base, "APP_POSTGRES_DSN": f"{admin}/{self.db}", "APP_ENV": "test",
+                    "APP_ID": self.app_id, "APP_TOPIC_PREFIX": self.prefix, "APP_CQL_KEYSPACE": f"b{self.run}",
+                    "APP_INPUT_TOPICS": "transactions.raw,latency.raw", "APP_DATA_DIR": str(self.tmp / "data"),
+                    # The passes of one run last longer than the default 300 s TTL: keep the
+                    # warm cache warm for the whole run (expiry is not what is measured here).
+                    "APP_CACHE_TTL_S": "3600"}
+        if args.batch_wait is not None:
+            self.env["APP_BATCH_WAIT_S"] = str(args.batch_wait)
+        self.settings = Settings.load(self.env)
+        self.brokers = self.settings.kafka_brokers
+        self.src = self.settings.topic("transactions.raw")
+        self.lat = self.settings.topic("latency.raw")
+        self.sinks = [self.settings.sink_topic(c) for c in CATEGORIES] + [self.settings.topic(self.settings.dlq_topic)]
+        self.r: dict[str, Any] = {"run": self.run, "events": args.events, "partitions": PARTITIONS,
+                                  "python": platform.python_version(), "cpus": os.cpu_count()}
+        self.workers: list[Worker] = []
+
+    # setup / teardown
+    async def setup(self) -> None:
+        from app.adapters.postgres import Postgres
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{self.db}"')
+        finally:
+            await conn.close()
+        pg = Postgres(self.settings)
+        try:
+            await pg.migrate()
+            await pg.seed_demo_accounts(1000)
+            await pg.run(lambda c: c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        finally:
+            await pg.close()
+        from app.adapters.cql import Cql
+        cql = Cql(self.settings)
+        try:
+            await cql.migrate()
+        finally:
+            await cql.close()
+        await create_topics(self.brokers, [self.src, self.lat, self.prefix + "pass.out", self.prefix + "base.out"])
+
+    async def teardown(self) -> None:
+        for w in self.workers:
+            w.stop()
+        try:
+            conn = await asyncpg.connect(self.admin_dsn)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+            finally:
+                await conn.close()
+        except Exception as exc:  # noqa: BLE001
+            say(f"drop database: {exc}")
+        try:
+            from app.adapters.cql import Cql
+            cql = Cql(self.settings)
+            await cql.drop_keyspace()
+            await cql.close()
+        except Exception as exc:  # noqa: BLE001
+            say(f"drop keyspace: {exc}")
+        try:
+            n = await delete_topics(self.brokers, [self.prefix, self.app_id + "-"])
+            say(f"cleaned up: database {self.db}, keyspace b{self.run}, {n} topics")
+        except Exception as exc:  # noqa: BLE001
+            say(f"delete topics: {exc}")
+        shutil.rmtree(self.tmp / "data", ignore_errors=True)
+        await close_offsets()
+
+    async def account_queries(self) -> int:
+        conn = await asyncpg.connect(self.settings.postgres_dsn)
+        try:
+            return int(await conn.fetchval(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                "   AND query LIKE '%FROM accounts a JOIN customers c%'"))
+        finally:
+            await conn.close()
+
+    # phases
+    async def produce_input(self) -> None:
+        from domain.samples import samples
+        t0 = time.monotonic()
+        data = samples(self.args.events, bad_ratio=0, accounts=1000, seed=11)
+        self.sizes = statistics.mean(len(s.value) for s in data)
+        t1 = time.monotonic()
+        await produce(self.brokers, self.src, [(s.key, s.value) for s in data])
+        say(f"produced {len(data):,} events (mean {self.sizes:.0f} B) into {self.src} "
+            f"(generate {t1 - t0:.1f}s, produce {time.monotonic() - t1:.1f}s)")
+        self.r["mean_event_bytes"] = round(self.sizes)
+
+    async def contender(self, name: str, coro: Any, dst: str) -> None:
+        stack0 = stack_cpu()
+        res = await coro
+        res.update(stack_delta(stack0, res["events"]))
+        ends = await end_offsets(self.brokers, [dst])
+        records = await read_since(self.brokers, {}, ends)
+        rate, span = steady_rate([r.timestamp for r in records])
+        res.update(rate=rate, span_s=span, cpu_us=res["cpu_s"] / res["events"] * 1e6)
+        self.r[name] = res
+        say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
+
+    async def start_workers(self, n: int, label: str) -> list[Worker]:
+        ws = [Worker({**self.env, "APP_WEB_PORT": str(free_port())}, self.tmp / f"{label}-{i}.log").start()
+              for i in range(n)]
+        self.workers.extend(ws)
+        for w in ws:
+            await w.wait_ready()
+        return ws
+
+    def stop_workers(self, ws: list[Worker]) -> None:
+        for w in ws:
+            w.stop()
+
+    async def pipeline_pass(self, label: str, nworkers: int, rewind: bool) -> list[Worker]:
+        if rewind:
+            await rewind_group(self.brokers, self.app_id, self.src)
+        since = await end_offsets(self.brokers, self.sinks)
+        q0 = await self.account_queries()
+        t0 = time.monotonic()
+        ws = await self.start_workers(nworkers, label)
+        cpu0 = {w.pid: proc_cpu(w.pid) for w in ws}
+        stack0 = stack_cpu()
+        say(f"{label}: {nworkers} worker(s) ready after {time.monotonic() - t0:.1f}s")
+        while True:
+            ends = await end_offsets(self.brokers, self.sinks)
+            got = total_since(ends, since)
+            if got >= self.args.events:
+                break
+            if any(w.proc is not None and w.proc.poll() is not None for w in ws):
+                raise RuntimeError(f"{label}: a worker exited; logs in {self.tmp}")
+            if time.monotonic() - t0 > self.args.pass_timeout:
+                raise TimeoutError(f"{label}: {got:,} of {self.args.events:,} after {self.args.pass_timeout}s")
+            await asyncio.sleep(1.0)
+        cpu = sum(proc_cpu(w.pid) - cpu0[w.pid] for w in ws)
+        stack = stack_delta(stack0, self.args.events)
+        records = await read_since(self.brokers, since, ends)
+        src = self.src.encode()
+        stamps = [r.timestamp for r in records if dict(r.headers).get("source-topic") == src]
+        rate, span = steady_rate(stamps)
+        queries = await self.account_queries() - q0
+        res = {"events": len(stamps), "workers": nworkers, "rate": rate, "span_s": span, "cpu_s": cpu,
+               "cpu_us": cpu / len(stamps) * 1e6, "pg_queries": queries,
+               "pg_queries_per_1000": queries / len(stamps) * 1000,
+               "vmhwm_mb": [round(proc_status(w.pid, "VmHWM") / 1024) for w in ws],
+               "vmrss_mb": [round(proc_status(w.pid, "VmRSS") / 1024) for w in ws], **stack}
+        self.r[label] = res
+        say(f"{label}: {len(stamps):,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event, "
+            f"{queries} account queries, VmHWM {res['vmhwm_mb']} MB; per event: Cassandra "
+            f"{stack['cassandra_cpu_us']:.0f}, Kafka {stack['kafka_cpu_us']:.0f}, PostgreSQL "
+            f"{stack['postgres_cpu_us']:.0f}, whole machine {stack['machine_busy_cpu_us']:.0f} CPU µs")
+        return ws
+
+    async def latency(self, ws: list[Worker], rate: float) -> None:
+        from domain.samples import samples
+        count = min(self.args.events, max(1000, int(rate * self.args.latency_s)))
+        data = samples(count, bad_ratio=0, accounts=1000, seed=12)
+        since = await end_offsets(self.brokers, self.sinks)
+        t0 = time.monotonic()
+        await produce(self.brokers, self.lat, [(s.key, s.value) for s in data], rate=rate)
+        produce_s = time.monotonic() - t0
+        while total_since(await end_offsets(self.brokers, self.sinks), since) < count:
+            if time.monotonic() - t0 > 300:
+                raise TimeoutError("latency phase")
+            await asyncio.sleep(0.5)
+        ends = await end_offsets(self.brokers, self.sinks)
+        out = await read_since(self.brokers, since, ends)
+        src_ends = await end_offsets(self.brokers, [self.lat])
+        produced = {(r.partition, r.offset): r.timestamp for r in await read_since(self.brokers, {}, src_ends)}
+        lat = []
+        for r in out:
+            h = dict(r.headers)
+            if h.get("source-topic") == self.lat.encode():
+                lat.append(r.timestamp - produced[(int(h["source-partition"]), int(h["source-offset"]))])
+        self.r["latency"] = {"target_rate": rate, "achieved_rate": count / produce_s, "events": len(lat),
+                             "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99),
+                             "max_ms": max(lat), "ts_type": out[0].timestamp_type if out else None}
+        say(f"latency at {rate:,.0f} events/s: p50 {self.r['latency']['p50_ms']} ms, "
+            f"p99 {self.r['latency']['p99_ms']} ms ({len(lat):,} events)")
+
+    async def profile(self, ws: list[Worker]) -> None:
+        """py-spy on the worker at full load: events produced unpaced into the second input."""
+        from domain.samples import samples
+        data = samples(min(self.args.events, 30_000), bad_ratio=0, accounts=1000, seed=14)
+        since = await end_offsets(self.brokers, self.sinks)
+        await produce(self.brokers, self.lat, [(s.key, s.value) for s in data])
+        spy = subprocess.run([PYSPY, "record", "--pid", str(ws[0].pid), "--rate", "97", "--nonblocking",
+                              "--format", "raw", "-o", str(RESULTS / "profile.raw.txt"),
+                              "--duration", str(self.args.profile_s)], capture_output=True, text=True)
+        if spy.returncode:
+            say(f"py-spy: rc {spy.returncode}: {spy.stderr[-300:]}")
+        while total_since(await end_offsets(self.brokers, self.sinks), since) < len(data):
+            await asyncio.sleep(1.0)
+        say(f"profiled the worker for {self.args.profile_s}s at full load ({len(data):,} events)")
+
+    async def sales(self) -> None:
+        from domain.sales_samples import order_samples
+        orders = order_samples(self.args.orders, bad_ratio=0, seed=13)
+        expected = len({o.order_number for o in orders})
+        conn = await asyncpg.connect(self.settings.postgres_dsn)
+        try:
+            t0 = time.monotonic()
+            await produce(self.brokers, self.settings.topic(self.settings.sales_topic),
+                          [(o.key, o.value) for o in orders])
+            while (n := await conn.fetchval("SELECT count(*) FROM sales")) < expected:
+                if time.monotonic() - t0 > 300:
+                    raise TimeoutError(f"sales: {n} of {expected} rows")
+                await asyncio.sleep(0.2)
+            wall = time.monotonic() - t0
+            batches = await conn.fetch("SELECT processed_at, count(*) AS n FROM sales GROUP BY 1 ORDER BY 1")
+        finally:
+            await conn.close()
+        first, last = batches[0]["processed_at"], batches[-1]["processed_at"]
+        span = (last - first).total_seconds()
+        rows_after_first = expected - batches[0]["n"]
+        self.r["sales"] = {"orders": len(orders), "rows": expected, "wall_s": wall,
+                           "orders_per_s": len(orders) / wall,
+                           "rows_per_s": rows_after_first / span if span > 0 else float("inf"),
+                           "upserts": len(batches), "rows_per_upsert": expected / len(batches)}
+        say(f"sales: {len(orders):,} orders, {self.r['sales']['orders_per_s']:,.0f} orders/s end to end, "
+            f"{self.r['sales']['rows_per_s']:,.0f} rows/s between first and last upsert, "
+            f"{len(batches)} upserts")
+
+    def avro(self) -> None:
+        from bench.avro_codecs import cases, measure
+        from domain.avro import AvroDecoder, AvroEncoder
+        name, writer, reader, datums = cases(self.args.avro_events)[2]
+        framed = [AvroEncoder(1, writer).encode(d) for d in datums]
+        out = {}
+        for backend in ("fastavro", "avro"):
+            decoder = AvroDecoder(reader, backend=backend)
+            decoder.add(1, writer)
+
+            def run(decode: Any = decoder.decode) -> None:
+                for raw in framed:
+                    decode(raw)
+            rate, cpu = measure(run, len(framed), 3)
+            out[backend] = {"rate": rate, "cpu_us": cpu}
+        self.r["avro"] = {"case": name, **out}
+        say(f"avro decode ({name}): fastavro {out['fastavro']['rate']:,.0f}/s, avro {out['avro']['rate']:,.0f}/s")
+
+    async def main(self) -> None:
+        a = self.args
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        say(f"run {self.run}: {a.events:,} events, {PARTITIONS} partitions, logs in {self.tmp}")
+        await self.setup()
+        try:
+            await self.produce_input()
+            await self.contender("passthrough", passthrough(self.brokers, self.src, self.prefix + "pass.out",
+                                                            a.events, f"{self.app_id}-pass"),
+                                 self.prefix + "pass.out")
+            await self.contender("baseline", baseline(self.settings, self.src, self.prefix + "base.out",
+                                                      min(a.events, a.baseline_events), f"{self.app_id}-base"),
+                                 self.prefix + "base.out")
+            ws = await self.pipeline_pass("cold_1w", 1, rewind=False)
+            self.stop_workers(ws)
+            ws = await self.pipeline_pass("warm_1w", 1, rewind=True)
+            await self.latency(ws, self.r["warm_1w"]["rate"] / 2)
+            await self.profile(ws)
+            await self.sales()
+            self.r["warm_1w"]["vmhwm_after_all_mb"] = round(proc_status(ws[0].pid, "VmHWM") / 1024)
+            self.stop_workers(ws)
+            ws = await self.pipeline_pass("warm_2w", 2, rewind=True)
+            self.stop_workers(ws)
+            self.avro()
+        finally:
+            await self.teardown()
+        from bench.report import write_all
+        write_all(self.r, RESULTS)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=100_000, help="events per pipeline pass (default 100,000)")
+    p.add_argument("--baseline-events", type=int, default=3_000,
+                   help="events the (slow) baseline processes; its rate is measured on these")
+    p.add_argument("--orders", type=int, default=20_000, help="sales orders")
+    p.add_argument("--latency-s", type=float, default=30, help="length of the fixed-load latency phase")
+    p.add_argument("--avro-events", type=int, default=20_000)
+    p.add_argument("--batch-wait", type=float, default=None, help="APP_BATCH_WAIT_S (default: config/test.yaml)")
+    p.add_argument("--profile-s", type=int, default=12, help="py-spy recording at full load")
+    p.add_argument("--pass-timeout", type=float, default=600)
+    args = p.parse_args(argv)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    # Like the integration tests: hold the stack's test lock shared, so that a disruptive
+    # test (exclusive) does not stop a server in the middle of a measurement.
+    import fcntl
+    lock_path = ROOT / ".stack" / "run" / "tests.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        say("waiting for the stack lock (shared; disruptive tests hold it exclusively)")
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        up = subprocess.run([str(ROOT / "scripts" / "stack"), "status"], capture_output=True, text=True)
+        if " down " in up.stdout:
+            raise SystemExit(f"a server of the stack is down:\n{up.stdout}run: scripts/stack up")
+        asyncio.run(Bench(args).main())
+
+
+if __name__ == "__main__":
+    main()
