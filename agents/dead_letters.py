@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from faust import StreamT
+from faust.streams import Stream
 
 from app import metrics, resources
 from app.logs import event_fields
@@ -27,7 +28,7 @@ counts = metrics.dead_letters
 @app.agent(dead_letters, name="dead-letters")
 async def store_dead_letters(stream: StreamT) -> None:
     await resources.ready()
-    async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+    async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
         metrics.batch_taken("dead-letters", len(events))
         rows = [row for row in (to_row(e.message.value, e.message) for e in events) if row]
         await retry_transient(lambda: cql.store_dead_letters(rows), what="CQL server (dead letters)")
@@ -37,6 +38,8 @@ async def store_dead_letters(stream: StreamT) -> None:
 
 def to_row(value: Optional[bytes], message: Any) -> Optional[dict[str, Any]]:
     try:
+        if value is None:
+            raise ValueError("empty dead-letter record")
         letter = DeadLetter.loads(value, serializer="json")
         day_of = datetime.fromtimestamp(letter.source_timestamp_ms / 1000, tz=timezone.utc)
         failed_at = datetime.fromisoformat(letter.first_failed_at)

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, List, Optional, Sequence, Union
+from typing import Any, Awaitable, List, Optional, Sequence, Union, cast
 
 from faust import StreamT
+from faust.streams import Stream
 from faust.types import EventT
 
 from app import metrics, resources
@@ -34,7 +35,7 @@ async def process_transactions(stream: StreamT) -> None:
     the history and the sinks are keyed so that a replay is harmless)."""
     await declare_outputs()
     await resources.ready()
-    async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+    async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
         await process_batch(events)
         for event in events:
             await stream.ack(event)

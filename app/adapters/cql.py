@@ -95,14 +95,28 @@ class Cql:
 
     @staticmethod
     async def _wait(future: ResponseFuture) -> list[Any]:
+        """Every row of the result, all pages (the driver calls back once per page)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[Any]] = loop.create_future()
+        rows: list[Any] = []
 
-        def ok(rows: Any) -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(list(rows or ())))
+        def settle(result: Optional[list[Any]], exc: Optional[BaseException]) -> None:
+            if done.done():
+                return
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(result or [])
+
+        def ok(page: Any) -> None:
+            rows.extend(page or ())
+            if future.has_more_pages:
+                future.start_fetching_next_page()   # calls ok (or failed) again, on a driver thread
+            else:
+                loop.call_soon_threadsafe(settle, rows, None)
 
         def failed(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+            loop.call_soon_threadsafe(settle, None, exc)
 
         future.add_callbacks(ok, failed)
         return await done

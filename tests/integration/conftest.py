@@ -152,15 +152,16 @@ def event_loop_run() -> Iterator[Any]:
 def accounts(settings: Any) -> int:
     """The test database migrated and seeded with demo accounts acc-000000..acc-000999."""
     from app.adapters.postgres import Postgres
+    from tests.integration.pipeline import seed_accounts
 
     async def seed() -> None:
         pg = Postgres(settings)
         try:
             await pg.migrate()
-            await pg.seed_demo_accounts(1000)
             await pg.run(lambda conn: conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
         finally:
             await pg.close()
+        await seed_accounts(settings, 1000)
 
     asyncio.run(seed())
     return 1000

@@ -101,3 +101,14 @@ async def account_queries(settings: Any) -> int:
             "   AND query LIKE '%FROM accounts a JOIN customers c%'"))
     finally:
         await conn.close()
+
+
+async def seed_accounts(settings: Any, count: int) -> None:
+    """Demo accounts acc-000000..acc-<count-1> in the test's database (existing ids kept)."""
+    from app.adapters.postgres import Postgres
+
+    pg = Postgres(settings)
+    try:
+        await pg.seed_demo_accounts(count)
+    finally:
+        await pg.close()

@@ -12,7 +12,7 @@ import pytest
 from domain.samples import samples
 from tests.integration.pipeline import (account_queries, dead_letter_topic, expected_reason,
                                         forwarded, history_counts, original_value, output_count,
-                                        produce, stored_dead_letters)
+                                        produce, seed_accounts, stored_dead_letters)
 from tests.integration.support import ROOT, wait_until
 
 
@@ -183,15 +183,7 @@ def test_replay_command_sends_dead_letters_back(workers: Any, settings: Any, acc
     event_loop_run(wait_until(lambda: len(stored_dead_letters(settings)) >= len(unknown), 60,
                               "unknown-account dead letters stored"))
 
-    async def add_accounts() -> None:
-        from app.adapters.postgres import Postgres
-        pg = Postgres(settings)
-        try:
-            await pg.seed_demo_accounts(1100)
-        finally:
-            await pg.close()
-
-    event_loop_run(add_accounts())
+    event_loop_run(seed_accounts(settings, 1100))
     env = {**__import__("os").environ, **app_env}
     out = subprocess.run([str(ROOT / ".venv" / "bin" / "faust"), "-A", "app.main", "replay-dead-letters",
                           "--reason", "unknown_account"], env=env, cwd=ROOT, capture_output=True,

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from domain.samples import Sample, samples
 from domain.transactions import EVENT_TYPES, decode
 from tests.integration.pipeline import (dead_letter_topic, expected_reason, forwarded, output_count, produce,
-                                        stored_dead_letters)
+                                        seed_accounts, stored_dead_letters)
 from tests.integration.support import ROOT, Worker, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -285,15 +285,7 @@ def test_replay_needs_the_token_and_sends_dead_letters_back(workers: Any, settin
     assert dry.status == 200 and dry.json()["would_replay"] == len(unknown) and dry.json()["dry_run"] is True
     assert set(event_loop_run(forwarded(settings))) == {s.event_id for s in data} - unknown, "dry run sent something"
 
-    async def add_accounts() -> None:
-        from app.adapters.postgres import Postgres
-        pg = Postgres(settings)
-        try:
-            await pg.seed_demo_accounts(1100)
-        finally:
-            await pg.close()
-
-    event_loop_run(add_accounts())
+    event_loop_run(seed_accounts(settings, 1100))
     time.sleep(1.5)        # the cache's "unknown account" entries expire (APP_CACHE_NEGATIVE_TTL_S=1)
     replay = http(worker, path, "POST", auth)
     assert replay.status == 200, replay.text
