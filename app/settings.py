@@ -145,6 +145,8 @@ class Settings:
     cql_username: str = setting("", str, "CQL user (empty: no authentication).")
     cql_password: str = setting("", str, "CQL password.", secret=True)
     cql_concurrency: int = setting(64, _positive_int, "Most CQL writes in flight per worker.")
+    cql_batch_rows: int = setting(8, _positive_int, "History rows per UNLOGGED batch request to the CQL server "
+                                  "(8 rows stay under Cassandra's 5 KB batch warning).")
     cql_timeout_s: float = setting(10.0, _float, "CQL request timeout, in seconds.")
     migrate_on_start: bool = setting(True, _bool, "Workers apply PostgreSQL/CQL migrations at start.")
     schema_registry_url: str = setting("http://127.0.0.1:18081/apis/ccompat/v7", _url("http", "https"),
