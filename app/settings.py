@@ -122,7 +122,7 @@ class Settings:
     kafka_sasl_password: str = setting("", str, "SASL password (required with SASL_*).", secret=True)
     kafka_ssl_cafile: str = setting("", str, "PEM file of the CA that signed the brokers' certificates "
                                     "(SSL/SASL_SSL); empty: the system's CAs.")
-    kafka_session_timeout_s: float = setting(10.0, _float, "Consumer group session timeout: how soon the "
+    kafka_session_timeout_s: float = setting(30.0, _float, "Consumer group session timeout: how soon the "
                                              "partitions of a dead worker move to the others.")
     topic_prefix: str = setting("", str, "Prefix added to every topic name (isolates tests and tenants).")
     topic_partitions: int = setting(8, _positive_int, "Partitions of the topics the app creates.")
