@@ -69,7 +69,7 @@ async def _reachable(call: Callable[[], Awaitable[Any]]) -> tuple[bool, str]:
 
 async def _check() -> Readiness:
     servers = await asyncio.gather(
-        _reachable(lambda: postgres.run(lambda conn: conn.fetchval("SELECT 1"))),
+        _reachable(lambda: postgres.ping(CHECK_TIMEOUT_S)),
         _reachable(lambda: cql.execute("SELECT release_version FROM system.local")),
         _reachable(registry.ping),
     )

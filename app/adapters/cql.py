@@ -114,11 +114,15 @@ class Cql:
                 done.set_result(result or [])
 
         def ok(page: Any) -> None:
-            rows.extend(page or ())
-            if future.has_more_pages:
-                future.start_fetching_next_page()   # calls ok (or failed) again, on a driver thread
-            else:
-                loop.call_soon_threadsafe(settle, rows, None)
+            try:
+                rows.extend(page or ())
+                if future.has_more_pages:
+                    future.start_fetching_next_page()   # calls ok (or failed) again, on a driver thread
+                    return
+            except Exception as exc:  # noqa: BLE001 - the driver swallows callback errors: hand it over
+                loop.call_soon_threadsafe(settle, None, exc)
+                return
+            loop.call_soon_threadsafe(settle, rows, None)
 
         def failed(exc: BaseException) -> None:
             loop.call_soon_threadsafe(settle, None, exc)

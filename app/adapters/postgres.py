@@ -22,7 +22,9 @@ MIGRATION_LOCK = 7_231_001  # pg_advisory_lock key: one migrator at a time acros
 _TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
               asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError,
               asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError,
-              asyncpg.CrashShutdownError, asyncpg.ConnectionFailureError)
+              asyncpg.CrashShutdownError, asyncpg.ConnectionFailureError,
+              # a connection left mid-operation (e.g. by a cancelled caller): retry on another
+              asyncpg.InternalClientError)
 
 
 class Postgres:
@@ -51,11 +53,23 @@ class Postgres:
         """Run `work` on a pooled connection; outages raise TransientError."""
         try:
             pool = await self._get_pool()
-            async with pool.acquire() as conn:
+            # A bounded wait: a pool that cannot hand out a connection is an outage to retry
+            # (and log), never a silent stall.
+            async with pool.acquire(timeout=self.settings.postgres_timeout_s) as conn:
                 self.queries += 1
                 return await work(conn)
         except _TRANSIENT as exc:
             raise TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+
+    async def ping(self, timeout_s: float) -> None:
+        """One `SELECT 1` on a connection of its own: a health check that times out must not
+        cancel a pooled connection mid-query (asyncpg then hands it on in a broken state)."""
+        conn = await asyncpg.connect(self.settings.postgres_dsn, timeout=timeout_s,
+                                     password=self.settings.postgres_password or None)
+        try:
+            await conn.fetchval("SELECT 1", timeout=timeout_s)
+        finally:
+            await conn.close(timeout=timeout_s)
 
     async def close(self) -> None:
         if self._pool is not None:
