@@ -19,6 +19,8 @@ class App(faust.App):
         # Before faust's producer and consumer connect: refused credentials or an untrusted
         # certificate end the process with one line instead of a traceback.
         await check_broker_access(settings)
+        from app.topics import declare_all   # app.topics imports this module
+        await declare_all()
 
 
 app = App(
