@@ -12,7 +12,7 @@ from app import metrics, resources
 from app.logs import event_fields
 from app.main import app, settings
 from app.resources import cql
-from app.retry import retry_transient
+from app.retry import retry_transient, until_done
 from app.topics import dead_letters
 from domain.dead_letters import original_bytes
 from domain.transactions import event_id_of
@@ -31,7 +31,9 @@ async def store_dead_letters(stream: StreamT) -> None:
     async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
         metrics.batch_taken("dead-letters", len(events))
         rows = [row for row in (to_row(e.message.value, e.message) for e in events) if row]
-        await retry_transient(lambda: cql.store_dead_letters(rows), what="CQL server (dead letters)")
+        await until_done(lambda: retry_transient(lambda: cql.store_dead_letters(rows),
+                                                 what="CQL server (dead letters)"),
+                         what="dead-letters batch")
         for event in events:
             await stream.ack(event)
 

@@ -16,7 +16,7 @@ from app import metrics, resources
 from app.logs import event_fields
 from app.main import app, settings
 from app.resources import cql, postgres, transactions_avro
-from app.retry import retry_transient
+from app.retry import retry_transient, until_done
 from app.tables import accounts_cache
 from app.topics import dead_letters, declare_outputs, sinks, transactions_in
 from domain.dead_letters import dead_letter
@@ -36,7 +36,7 @@ async def process_transactions(stream: StreamT) -> None:
     await declare_outputs()
     await resources.ready()
     async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
-        await process_batch(events)
+        await until_done(lambda: process_batch(events), what="transactions batch")
         for event in events:
             await stream.ack(event)
 

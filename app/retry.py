@@ -43,3 +43,24 @@ async def retry_transient(call: Callable[[], Awaitable[T]], *, what: str,
             if on_state:
                 on_state(True)
         return result
+
+
+async def until_done(call: Callable[[], Awaitable[T]], *, what: str, max_delay: float = 30.0) -> T:
+    """Await `call()` until it succeeds, whatever it raises (cancellation aside).
+
+    For a whole batch: an unforeseen error (a bug, a server answer nobody expected) must not
+    crash the agent, because faust restarts a crashed agent *after* the batch it was holding,
+    which then stays unprocessed and unacked until the worker restarts. Here the batch is
+    retried with backoff and every failure is logged with its traceback; its writes are
+    idempotent, so a partial first attempt is harmless.
+    """
+    delay = 0.5
+    while True:
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("%s failed unexpectedly; retrying the whole batch in %.1fs", what, delay)
+            await asyncio.sleep(delay)
+            delay = min(max_delay, delay * 2)
