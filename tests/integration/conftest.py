@@ -19,6 +19,14 @@ import pytest
 from tests.integration.support import ROOT, Worker, free_port
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.failed_call = True  # type: ignore[attr-defined]  # read by the workers fixture
+    return report
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
@@ -115,7 +123,7 @@ def drop_keyspace(env: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def workers(app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+def workers(app_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A factory of workers sharing one test's settings; all are stopped at the end."""
     started: list[Worker] = []
 
@@ -127,6 +135,12 @@ def workers(app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
         return worker
 
     yield make
+    if getattr(request.node, "failed_call", False):
+        # A failed test's workers show where they were: every stack, then the log's end.
+        for index, worker in enumerate(started):
+            worker.dump_stacks()
+            print(f"\n===== worker {index} after the failure: stacks and last log lines =====")
+            print(worker.tail(1000))
     for worker in started:
         try:
             worker.stop()

@@ -62,6 +62,12 @@ class Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def dump_stacks(self, settle_s: float = 1.0) -> None:
+        """Ask the running worker to log every thread's and task's stack (mode's SIGUSR1)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(settle_s)
+
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
