@@ -18,7 +18,7 @@ from app.main import app, settings
 from app.resources import cql, postgres, transactions_avro
 from app.retry import retry_transient, until_done
 from app.tables import accounts_cache
-from app.topics import dead_letters, declare_outputs, sinks, transactions_in
+from app.topics import dead_letters, sinks, transactions_in
 from domain.dead_letters import dead_letter
 from domain.enrichment import cache_entry, enrich, is_fresh
 from domain.errors import PermanentError
@@ -33,7 +33,6 @@ async def process_transactions(stream: StreamT) -> None:
     """`noack_take` leaves acking to us: a batch is acked only after its history rows and
     sends are done, so a crash, an outage or a shutdown mid-batch replays it (at-least-once;
     the history and the sinks are keyed so that a replay is harmless)."""
-    await declare_outputs()
     await resources.ready()
     async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
         await until_done(lambda: process_batch(events), what="transactions batch")

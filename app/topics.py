@@ -25,12 +25,6 @@ OUTPUTS = (*sinks.values(), dead_letters)
 ALL = (transactions_in, *OUTPUTS, clicks_in, sales_orders)
 
 
-async def declare_outputs() -> None:
-    """Create the topics this app writes to, when missing (agents call it before consuming)."""
-    for topic in OUTPUTS:
-        await topic.maybe_declare()
-
-
 async def declare_all() -> None:
     """Create every topic of the app, when missing, before the consumer subscribes: a topic
     created after the subscription may go unseen until the next metadata refresh."""

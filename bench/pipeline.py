@@ -62,6 +62,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 from app.kafka_tools import bootstrap  # noqa: E402
+from app.adapters.postgres import Postgres  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from models.transaction import CATEGORIES  # noqa: E402
 
@@ -465,14 +466,11 @@ class Bench:
         await close_offsets()
 
     async def account_queries(self) -> int:
-        conn = await asyncpg.connect(self.settings.postgres_dsn)
+        pg = Postgres(self.settings)
         try:
-            return int(await conn.fetchval(
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
-                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                "   AND query LIKE '%FROM accounts a JOIN customers c%'"))
+            return await pg.enrichment_query_calls()
         finally:
-            await conn.close()
+            await pg.close()
 
     # phases
     async def produce_input(self) -> None:

@@ -124,6 +124,14 @@ class Postgres:
 
         return await self.run(work)
 
+    async def enrichment_query_calls(self) -> int:
+        """How many times this database ran the enrichment query (pg_stat_statements, which
+        must be installed in it): the figure behind "one query per batch of misses"."""
+        return int(await self.run(lambda conn: conn.fetchval(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            "   AND query LIKE '%FROM accounts a JOIN customers c%'")))
+
     @metrics.timed(metrics.postgres_seconds, "get_accounts")
     async def get_accounts(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The business data of these accounts, in one round trip; unknown ids are absent."""

@@ -93,14 +93,13 @@ def original_value(row: Any) -> bytes:
 
 async def account_queries(settings: Any) -> int:
     """Calls of the accounts enrichment query in this test's database (pg_stat_statements)."""
-    conn = await asyncpg.connect(settings.postgres_dsn)
+    from app.adapters.postgres import Postgres
+
+    pg = Postgres(settings)
     try:
-        return int(await conn.fetchval(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
-            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            "   AND query LIKE '%FROM accounts a JOIN customers c%'"))
+        return await pg.enrichment_query_calls()
     finally:
-        await conn.close()
+        await pg.close()
 
 
 async def seed_accounts(settings: Any, count: int) -> None:
