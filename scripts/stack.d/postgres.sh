@@ -3,6 +3,14 @@
 # initdb refuses to run as root, so the cluster belongs to the `postgres` system user.
 
 PG_DIR=$STACK_DIR/postgres
+PG_LOG=$LOG_DIR/postgres.log
+# The server runs as the `postgres` user, which must be able to reach its directory; a
+# checkout under a private directory (mktemp -d is 0700) is not reachable, so the cluster
+# then lives in the postgres user's home, named after this checkout's stack directory.
+if [ "$(id -u)" = 0 ] && ! su postgres -s /bin/sh -c "cd '$STACK_DIR'" 2>/dev/null; then
+  PG_DIR=$(getent passwd postgres | cut -d: -f6)/txpipe-$(printf '%s' "$STACK_DIR" | cksum | cut -d' ' -f1)
+  PG_LOG=$PG_DIR/postgres.log
+fi
 PG_DATA=$PG_DIR/data
 
 pg_bin() {
@@ -28,6 +36,7 @@ postgres_install() {
     log "initialising a PostgreSQL cluster in $PG_DATA"
     mkdir -p "$PG_DIR"
     [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
+    [ "$PG_LOG" = "$LOG_DIR/postgres.log" ] || ln -sfn "$PG_LOG" "$LOG_DIR/postgres.log"
     as_pg "'$(pg_bin)/initdb' -D '$PG_DATA' -U postgres --auth=trust -E UTF8 --locale=C.UTF-8" \
       >"$LOG_DIR/postgres-initdb.log" 2>&1 || { show_log postgres-initdb; die "initdb failed"; }
   fi
@@ -35,9 +44,9 @@ postgres_install() {
 
 postgres_start() {
   # pg_ctl forks the postmaster; its pid file is the truth, copied to $RUN_DIR for status.
-  : >"$LOG_DIR/postgres.log"
-  [ "$(id -u)" = 0 ] && chown postgres: "$LOG_DIR/postgres.log"
-  as_pg "'$(pg_bin)/pg_ctl' -D '$PG_DATA' -l '$LOG_DIR/postgres.log' \
+  : >"$PG_LOG"
+  [ "$(id -u)" = 0 ] && chown postgres: "$PG_LOG"
+  as_pg "'$(pg_bin)/pg_ctl' -D '$PG_DATA' -l '$PG_LOG' \
     -o \"-k '$PG_DIR' -h $STACK_HOST -p $PG_PORT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all\" start" \
     >/dev/null || { show_log postgres; die "pg_ctl start failed"; }
   head -n 1 "$PG_DATA/postmaster.pid" >"$RUN_DIR/postgres.pid"
