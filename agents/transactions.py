@@ -19,7 +19,7 @@ from app.resources import cql, postgres, transactions_avro
 from app.retry import retry_transient, until_done
 from app.tables import accounts_cache
 from app.topics import dead_letters, sinks, transactions_in
-from domain.dead_letters import dead_letter
+from domain.dead_letters import REPLAY_HEADER, dead_letter
 from domain.enrichment import cache_entry, enrich, is_fresh
 from domain.errors import PermanentError
 from domain.transactions import AVRO_MAGIC, AvroDecoder, decode, event_id_of, to_transaction
@@ -54,7 +54,9 @@ async def process_batch(events: Sequence[EventT]) -> None:
         # Writer schemas of the batch's Avro values, fetched at most once per id.
         await retry_transient(lambda: transactions_avro.prefetch(values), what="Schema Registry")
     parsed = [parse(value, transactions_avro.decode) for value in values]
-    await refresh_cache({tx.account_id for tx in parsed if isinstance(tx, Transaction)})
+    await refresh_cache({tx.account_id for tx in parsed if isinstance(tx, Transaction)},
+                        replayed={tx.account_id for event, tx in zip(events, parsed)
+                                  if isinstance(tx, Transaction) and is_replay(event)})
 
     outcomes: List[Union[EnrichedTransaction, PermanentError]] = []
     for item in parsed:
@@ -73,18 +75,26 @@ async def process_batch(events: Sequence[EventT]) -> None:
     metrics.transactions_batch(events, outcomes)
 
 
-async def refresh_cache(account_ids: set[str]) -> None:
-    """Fetch the accounts the cache lacks or holds stale, in one query for the batch."""
+async def refresh_cache(account_ids: set[str], replayed: frozenset[str] | set[str] = frozenset()) -> None:
+    """Fetch the accounts the cache lacks or holds stale, in one query for the batch;
+    `replayed`: accounts of replayed events, for which "unknown" is asked again."""
     now = time.time()
     missing = sorted(a for a in account_ids
                      if not is_fresh(accounts_cache.get(a), now, settings.cache_ttl_s,
-                                     settings.cache_negative_ttl_s))
+                                     settings.cache_negative_ttl_s, replayed=a in replayed))
     metrics.cache_lookups(hits=len(account_ids) - len(missing), misses=len(missing))
     if not missing:
         return
     found = await retry_transient(lambda: postgres.get_accounts(missing), what="PostgreSQL (accounts)")
     for account_id in missing:
         accounts_cache[account_id] = cache_entry(found.get(account_id), now)
+
+
+def is_replay(event: EventT) -> bool:
+    """Sent back by `replay-dead-letters` (app/replay.py), which adds REPLAY_HEADER."""
+    headers = event.message.headers or ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    return any(name == REPLAY_HEADER for name, _ in items)
 
 
 def history_row(event: EventT, tx: EnrichedTransaction, processed_at: datetime) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from domain.errors import PermanentError
 from models.dead_letter import DeadLetter
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+# The header a replayed message carries: the source position of the dead letter it replays.
+REPLAY_HEADER = "replay-of"
 
 
 def _b64(data: Optional[bytes]) -> Optional[str]:

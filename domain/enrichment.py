@@ -22,9 +22,14 @@ def cache_entry(account: Optional[Mapping[str, Any]], now: float) -> dict[str, A
     return {"account": data, "fetched_at": now}
 
 
-def is_fresh(entry: Optional[CacheEntry], now: float, ttl_s: float, negative_ttl_s: float) -> bool:
-    """A hit needs no query; unknown accounts are remembered for a shorter time."""
+def is_fresh(entry: Optional[CacheEntry], now: float, ttl_s: float, negative_ttl_s: float,
+             replayed: bool = False) -> bool:
+    """A hit needs no query; unknown accounts are remembered for a shorter time. A replayed
+    event never trusts an "unknown" entry: it is replayed because the account was fixed,
+    often within the negative TTL, and would otherwise be dead-lettered again."""
     if entry is None:
+        return False
+    if replayed and entry.get("account") is None:
         return False
     limit = ttl_s if entry.get("account") is not None else negative_ttl_s
     return now - float(entry.get("fetched_at", 0)) < limit

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from domain.dead_letters import dead_letter, original_bytes
+from domain.enrichment import cache_entry, is_fresh
 from domain.errors import PermanentError, Reason, Stage
 from domain.samples import samples
 from domain.transactions import FIELD_MAP, decode, to_transaction
@@ -96,3 +97,17 @@ def test_dead_letter_keeps_the_original_bytes() -> None:
     decoded = type(letter).loads(letter.dumps())
     assert original_bytes(decoded.key_b64, decoded.value_b64) == (b"acc", b"\xff\x00raw")
     assert (decoded.reason, decoded.stage, decoded.source_offset) == ("undecodable", "decode", 42)
+
+
+def test_cache_freshness_rules() -> None:
+    known = cache_entry({"customer_id": "c1", "name": "Ana"}, now=100.0)
+    unknown = cache_entry(None, now=100.0)
+    assert not is_fresh(None, 100.0, ttl_s=300, negative_ttl_s=30)
+    assert is_fresh(known, 399.0, ttl_s=300, negative_ttl_s=30)
+    assert not is_fresh(known, 400.0, ttl_s=300, negative_ttl_s=30), "expired after the TTL"
+    assert is_fresh(unknown, 129.0, ttl_s=300, negative_ttl_s=30)
+    assert not is_fresh(unknown, 130.0, ttl_s=300, negative_ttl_s=30), "unknown kept only for the negative TTL"
+    # A replayed event asks PostgreSQL again about an account the cache holds as unknown...
+    assert not is_fresh(unknown, 101.0, ttl_s=300, negative_ttl_s=30, replayed=True)
+    # ...but trusts a known account's entry like any other event.
+    assert is_fresh(known, 101.0, ttl_s=300, negative_ttl_s=30, replayed=True)
