@@ -93,8 +93,8 @@ async def refresh_cache(account_ids: set[str], replayed: frozenset[str] | set[st
 def is_replay(event: EventT) -> bool:
     """Sent back by `replay-dead-letters` (app/replay.py), which adds REPLAY_HEADER."""
     headers = event.message.headers or ()
-    items = headers.items() if isinstance(headers, dict) else headers
-    return any(name == REPLAY_HEADER for name, _ in items)
+    names = headers.keys() if isinstance(headers, dict) else (item[0] for item in headers)
+    return REPLAY_HEADER in names
 
 
 def history_row(event: EventT, tx: EnrichedTransaction, processed_at: datetime) -> dict[str, Any]:
