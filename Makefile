@@ -34,7 +34,7 @@ status:
 	@scripts/stack status; scripts/worker status
 
 lint:
-	.venv/bin/ruff check app agents models domain tests
+	.venv/bin/ruff check app agents models domain tests bench scripts
 
 typecheck:
 	.venv/bin/mypy

@@ -48,7 +48,7 @@ async def process_batch(events: Sequence[EventT]) -> None:
     outcomes = [parse(value) for value in values]
     processed_at = datetime.now(timezone.utc)
     rows, clicks = [], []
-    for event, outcome in zip(events, outcomes):
+    for event, outcome in zip(events, outcomes, strict=True):
         if isinstance(outcome, Click):
             message = event.message
             click_log.info("%s", log_line(outcome, topic=message.topic, partition=message.partition,
@@ -58,7 +58,7 @@ async def process_batch(events: Sequence[EventT]) -> None:
     await retry_transient(lambda: clicks_store.record_history(rows), what="CQL server (click history)")
     counts = count_by_url(clicks)
     await retry_transient(lambda: clicks_store.add_counts(counts), what="CQL server (click counts)")
-    letters = [await send_dead_letter(event, outcome) for event, outcome in zip(events, outcomes)
+    letters = [await send_dead_letter(event, outcome) for event, outcome in zip(events, outcomes, strict=True)
                if isinstance(outcome, PermanentError)]
     await asyncio.gather(*letters)
 

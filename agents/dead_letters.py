@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from datetime import datetime, timezone
 from typing import Any, Optional, cast
 
@@ -31,11 +32,13 @@ async def store_dead_letters(stream: StreamT) -> None:
     async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
         metrics.batch_taken("dead-letters", len(events))
         rows = [row for row in (to_row(e.message.value, e.message) for e in events) if row]
-        await until_done(lambda: retry_transient(lambda: cql.store_dead_letters(rows),
-                                                 what="CQL server (dead letters)"),
-                         what="dead-letters batch")
+        await until_done(partial(store, rows), what="dead-letters batch")
         for event in events:
             await stream.ack(event)
+
+
+async def store(rows: list[dict[str, Any]]) -> None:
+    await retry_transient(lambda: cql.store_dead_letters(rows), what="CQL server (dead letters)")
 
 
 def to_row(value: Optional[bytes], message: Any) -> Optional[dict[str, Any]]:

@@ -3,6 +3,7 @@ forward per category; every failure becomes a dead letter with its reason."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 import logging
 import time
 from datetime import datetime, timezone
@@ -35,7 +36,7 @@ async def process_transactions(stream: StreamT) -> None:
     the history and the sinks are keyed so that a replay is harmless)."""
     await resources.ready()
     async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
-        await until_done(lambda: process_batch(events), what="transactions batch")
+        await until_done(partial(process_batch, events), what="transactions batch")
         for event in events:
             await stream.ack(event)
 
@@ -55,7 +56,7 @@ async def process_batch(events: Sequence[EventT]) -> None:
         await retry_transient(lambda: transactions_avro.prefetch(values), what="Schema Registry")
     parsed = [parse(value, transactions_avro.decode) for value in values]
     await refresh_cache({tx.account_id for tx in parsed if isinstance(tx, Transaction)},
-                        replayed={tx.account_id for event, tx in zip(events, parsed)
+                        replayed={tx.account_id for event, tx in zip(events, parsed, strict=True)
                                   if isinstance(tx, Transaction) and is_replay(event)})
 
     outcomes: List[Union[EnrichedTransaction, PermanentError]] = []
@@ -68,10 +69,10 @@ async def process_batch(events: Sequence[EventT]) -> None:
         outcomes.append(item)
 
     processed_at = datetime.now(timezone.utc)
-    rows = [history_row(event, tx, processed_at) for event, tx in zip(events, outcomes)
+    rows = [history_row(event, tx, processed_at) for event, tx in zip(events, outcomes, strict=True)
             if isinstance(tx, EnrichedTransaction)]
     await retry_transient(lambda: cql.record_history(rows), what="CQL server (history)")
-    await asyncio.gather(*[await send(event, outcome) for event, outcome in zip(events, outcomes)])
+    await asyncio.gather(*[await send(event, outcome) for event, outcome in zip(events, outcomes, strict=True)])
     metrics.transactions_batch(events, outcomes)
 
 

@@ -68,7 +68,7 @@ class BatchHistogram:
         family = HistogramMetricFamily(name, documentation, labels=labelnames)
         for labels, (counts, total) in self.series.items():
             cumulative, buckets = 0, []
-            for bound, count in zip((*map(_le, self.bounds), "+Inf"), counts):
+            for bound, count in zip((*map(_le, self.bounds), "+Inf"), counts, strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
             family.add_metric(list(labels), buckets, total[0])

@@ -75,7 +75,7 @@ def _quantile_bound(counts: list[int], q: float) -> Optional[float]:
     if not total:
         return None
     seen = 0
-    for bound, count in zip((*metrics.e2e_latency.bounds, float("inf")), counts):
+    for bound, count in zip((*metrics.e2e_latency.bounds, float("inf")), counts, strict=True):
         seen += count
         if seen >= q * total:
             return bound
@@ -87,7 +87,7 @@ def recent() -> dict[str, Any]:
     now = _snapshot()
     first = _history[0] if _history else Snapshot(_started, 0, 0, 0, (0,) * len(now.e2e_buckets))
     window = now.at - first.at
-    delta = [b - a for a, b in zip(first.e2e_buckets, now.e2e_buckets)]
+    delta = [b - a for a, b in zip(first.e2e_buckets, now.e2e_buckets, strict=True)]
     p50, p99 = _quantile_bound(delta, 0.5), _quantile_bound(delta, 0.99)
 
     def rate(a: int, b: int) -> float:

@@ -82,11 +82,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 decoder.add(1, writer)
                 if op == "encode":
                     def run(encode: Callable[[Any], bytes] = encoder.encode) -> None:
-                        for d in datums:
+                        for d in datums:  # noqa: B023 (called before the loop moves on)
                             encode(d)
                 else:
                     def run(decode: Callable[[bytes], Any] = decoder.decode) -> None:
-                        for raw in framed:
+                        for raw in framed:  # noqa: B023 (called before the loop moves on)
                             decode(raw)
                 results[backend] = measure(run, len(datums), args.repeats)
             ratio = results["avro"][1] / results["fastavro"][1]

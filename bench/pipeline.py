@@ -29,8 +29,9 @@ producer), joined on the source-topic/-partition/-offset headers. Then the worke
 with py-spy (--nonblocking) at full load, on extra events sent to that second input topic.
 The CPU used meanwhile by the stack's servers (Kafka, Cassandra, PostgreSQL with its backends)
 and by the whole machine is reported per event too: on one shared 2-core machine it is what
-bounds the pipeline. The run holds the stack's test lock shared, as integration tests do. Sales: orders produced to the sales topic, rows
-counted in PostgreSQL (processed_at is per batch). Avro: bench/avro_codecs.py's functions.
+bounds the pipeline. The run holds the stack's test lock shared, as integration tests do.
+Sales: orders produced to the sales topic, rows counted in PostgreSQL (processed_at is per
+batch). Avro: bench/avro_codecs.py's functions.
 
 Results: bench/results/pipeline.md, pipeline.json, pipeline.png, profile.md, profile.raw.txt
 (py-spy's collapsed stacks: any flame-graph tool reads them). Re-render: python -m bench.report

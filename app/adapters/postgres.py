@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 import asyncpg

@@ -62,7 +62,7 @@ class SchemaRegistry:
                 if isinstance(errors[0], RegistryError):
                     raise TransientError(str(errors[0])) from errors[0]
                 raise errors[0]
-            found.update((i, r) for i, r in zip(todo, results) if not isinstance(r, BaseException))
+            found.update((i, r) for i, r in zip(todo, results, strict=True) if not isinstance(r, BaseException))
         return found
 
     async def _fetch_once(self, schema_id: int) -> Optional[str]:

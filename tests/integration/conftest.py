@@ -11,7 +11,7 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import asyncpg
 import pytest

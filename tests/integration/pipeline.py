@@ -6,7 +6,6 @@ import base64
 import collections
 from typing import Any, Iterable, Optional
 
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from cassandra.cluster import Cluster

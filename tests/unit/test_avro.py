@@ -140,12 +140,9 @@ class FakeRegistry:
 
     async def register(self, subject: str, schema: str) -> int:
         canonical = Schema.parse(schema).text
-        for i, text in self.by_id.items():
-            if Schema.parse(text).text == canonical:
-                break
-        else:
-            i = len(self.by_id) + 1
-            self.by_id[i] = schema
+        same = [i for i, text in self.by_id.items() if Schema.parse(text).text == canonical]
+        i = same[0] if same else len(self.by_id) + 1
+        self.by_id[i] = self.by_id.get(i, schema)
         self.subjects.setdefault(subject, []).append(i)
         return i
 

@@ -20,19 +20,20 @@ from domain.errors import PermanentError, Reason, Stage
 
 @pytest.fixture(autouse=True)
 def fresh_tallies() -> Iterator[None]:
-    saved = (metrics.events_in.copy(), metrics.events_out.copy(), metrics.dead_letters.copy(),
-             metrics.cache.copy(), dict(metrics.e2e_latency.series), metrics.enabled)
-    for tally in (metrics.events_in, metrics.events_out, metrics.dead_letters, metrics.cache):
+    tallies = (metrics.events_in, metrics.events_out, metrics.dead_letters, metrics.cache)
+    saved = [tally.copy() for tally in tallies]
+    saved_series, saved_enabled = dict(metrics.e2e_latency.series), metrics.enabled
+    for tally in tallies:
         tally.clear()
     metrics.e2e_latency.series.clear()
     metrics.enabled = True
     yield
-    for tally, old in zip((metrics.events_in, metrics.events_out, metrics.dead_letters, metrics.cache), saved):
+    for tally, old in zip(tallies, saved, strict=True):
         tally.clear()
         tally.update(old)
     metrics.e2e_latency.series.clear()
-    metrics.e2e_latency.series.update(saved[4])
-    metrics.enabled = saved[5]
+    metrics.e2e_latency.series.update(saved_series)
+    metrics.enabled = saved_enabled
 
 
 def batch(n: int, *, topic: str = "t.transactions.raw", age_s: float = 0.05) -> list[Any]:
