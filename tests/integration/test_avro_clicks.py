@@ -64,15 +64,11 @@ def test_avro_clicks_round_trip(workers: Any, settings: Any, event_loop_run: Any
         assert url_counts(settings) == dict(collections.Counter(d["url"] for d in data))
         assert await dead_letters(settings) == []
 
-    try:
-        event_loop_run(scenario())
-        lines = [orjson.loads(line[line.index("{"):].strip())
-                 for line in worker.log_path.read_text().splitlines() if '"event":"click"' in line]
-        assert len(lines) == len(data), "one structured log line per click"
-        assert {(d["user_id"], d["url"]) for d in lines} == {(d["user_id"], d["url"]) for d in data}
-    except BaseException:
-        print(worker.tail())
-        raise
+    event_loop_run(scenario())
+    lines = [orjson.loads(line[line.index("{"):].strip())
+             for line in worker.log_path.read_text().splitlines() if '"event":"click"' in line]
+    assert len(lines) == len(data), "one structured log line per click"
+    assert {(d["user_id"], d["url"]) for d in lines} == {(d["user_id"], d["url"]) for d in data}
 
 
 def test_avro_schema_evolution_producer_adds_an_optional_field(workers: Any, settings: Any,
@@ -80,7 +76,7 @@ def test_avro_schema_evolution_producer_adds_an_optional_field(workers: Any, set
     """v1 clicks, then v2 (an added optional field, accepted by the registry under BACKWARD)
     from a newer producer: the worker, reading with v1, keeps storing both. An incompatible
     v3 is refused by the registry with a message that says so."""
-    worker = workers().start()
+    workers().start()
     topic = settings.topic(settings.clicks_topic)
     first, second = sample_clicks(60, seed=2), sample_clicks(60, seed=3, users=77)
 
@@ -114,16 +110,12 @@ def test_avro_schema_evolution_producer_adds_an_optional_field(workers: Any, set
         finally:
             await registry.close()
 
-    try:
-        event_loop_run(scenario())
-    except BaseException:
-        print(worker.tail())
-        raise
+    event_loop_run(scenario())
 
 
 def test_avro_bad_bytes_are_dead_lettered_with_their_reason(workers: Any, settings: Any,
                                                             event_loop_run: Any) -> None:
-    worker = workers().start()
+    workers().start()
     topic = settings.topic(settings.clicks_topic)
     data = sample_clicks(30, seed=4)
 
@@ -169,11 +161,7 @@ def test_avro_bad_bytes_are_dead_lettered_with_their_reason(workers: Any, settin
             assert letter["error"] and base64.b64decode(letter["key_b64"]) == b"bad"
         assert {r.url for r in history(settings)} == {d["url"] for d in data}
 
-    try:
-        event_loop_run(scenario())
-    except BaseException:
-        print(worker.tail())
-        raise
+    event_loop_run(scenario())
 
 
 def test_avro_production_mode_uses_the_pre_registered_schema(settings: Any, event_loop_run: Any) -> None:
@@ -239,7 +227,7 @@ def test_send_clicks_command(workers: Any, app_env: dict[str, str], settings: An
     """The producer command registers the schema, shows a progress bar, and its spoiled
     values come out as dead letters; with auto-registration off and nothing registered it
     stops with one line."""
-    worker = workers().start()
+    workers().start()
     env = {**os.environ, **app_env}
     done = subprocess.run([FAUST, "-A", "app.main", "send-clicks", "-n", "500", "--bad-ratio", "0.1",
                            "--seed", "9"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
@@ -262,11 +250,7 @@ def test_send_clicks_command(workers: Any, app_env: dict[str, str], settings: An
         await wait_until(all_counted, 60, "every good click counted")
         assert sum(url_counts(settings).values()) == 500 - n_bad
 
-    try:
-        event_loop_run(scenario())
-    except BaseException:
-        print(worker.tail())
-        raise
+    event_loop_run(scenario())
 
     prod = subprocess.run([FAUST, "-A", "app.main", "send-clicks", "-n", "5"],
                           env={**env, "APP_SCHEMA_AUTO_REGISTER": "false",

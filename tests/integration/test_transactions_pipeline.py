@@ -57,18 +57,14 @@ def test_mixed_events_each_end_exactly_once(workers: Any, settings: Any, account
                                             event_loop_run: Any) -> None:
     # 1,100 account ids against 1,000 in PostgreSQL: ~9% of the good-looking events are unknown.
     data = samples(10_000, bad_ratio=0.05, accounts=1100, seed=11)
-    worker = workers().start()
+    workers().start()
     event_loop_run(produce(settings, data))
-    try:
-        event_loop_run(wait_until(lambda: _at_least(settings, len(data)),
-                                  120, "all 10,000 events forwarded or dead-lettered"))
-        check_outcomes(settings, data, accounts, event_loop_run)
-        letters = event_loop_run(dead_letter_topic(settings))
-        assert {letter["reason"] for letter in letters} >= {"unknown_account", "undecodable", "invalid_amount"}
-        assert all(letter["source_topic"] == settings.topic("transactions.raw") for letter in letters)
-    except BaseException:
-        print(worker.tail())
-        raise
+    event_loop_run(wait_until(lambda: _at_least(settings, len(data)),
+                              120, "all 10,000 events forwarded or dead-lettered"))
+    check_outcomes(settings, data, accounts, event_loop_run)
+    letters = event_loop_run(dead_letter_topic(settings))
+    assert {letter["reason"] for letter in letters} >= {"unknown_account", "undecodable", "invalid_amount"}
+    assert all(letter["source_topic"] == settings.topic("transactions.raw") for letter in letters)
 
 
 async def _at_least(settings: Any, n: int) -> bool:
@@ -130,18 +126,14 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_history(
         assert await output_count(settings) < len(data), "the kill came too late to test anything"
 
     event_loop_run(scenario())
-    second = workers().start()
+    workers().start()
     good, _ = split(data, accounts)
 
     async def all_good_forwarded() -> bool:   # counts alone mislead: a replay adds duplicates
         return set(await forwarded(settings)) >= good
 
-    try:
-        event_loop_run(wait_until(all_good_forwarded, 120, "every good event after the restart", 2.0))
-        check_outcomes(settings, data, accounts, event_loop_run, allow_duplicate_sends=True)
-    except BaseException:
-        print(second.tail())
-        raise
+    event_loop_run(wait_until(all_good_forwarded, 120, "every good event after the restart", 2.0))
+    check_outcomes(settings, data, accounts, event_loop_run, allow_duplicate_sends=True)
 
 
 def test_cache_queries_postgres_once_per_batch_of_misses(workers: Any, settings: Any, accounts: int,
@@ -214,10 +206,6 @@ def test_avro_encoded_transactions_flow_like_json(workers: Any, settings: Any, a
     async def all_through() -> bool:
         return set(await forwarded(settings)) == {s.event_id for s in data}
 
-    try:
-        event_loop_run(wait_until(all_through, 60, "JSON and Avro events forwarded", 1.0))
-        assert event_loop_run(dead_letter_topic(settings)) == []
-        assert "loaded from the schema registry" in worker.log_path.read_text()
-    except BaseException:
-        print(worker.tail())
-        raise
+    event_loop_run(wait_until(all_through, 60, "JSON and Avro events forwarded", 1.0))
+    assert event_loop_run(dead_letter_topic(settings)) == []
+    assert "loaded from the schema registry" in worker.log_path.read_text()
