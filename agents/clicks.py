@@ -16,7 +16,7 @@ from app.retry import retry_transient
 from app.topics import clicks_in, dead_letters
 from domain.avro import schema_id_of
 from domain.clicks import Click, count_by_url, log_line, to_click
-from domain.dead_letters import dead_letter
+from domain.dead_letters import dead_letter_of
 from domain.errors import PermanentError
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,7 @@ def history_row(event: EventT, click: Click, processed_at: datetime) -> dict[str
 
 async def send_dead_letter(event: EventT, error: PermanentError) -> Awaitable[Any]:
     message = event.message
-    letter = dead_letter(error, topic=message.topic, partition=message.partition, offset=message.offset,
-                         timestamp=message.timestamp, key=message.key, value=message.value)
+    letter = dead_letter_of(error, message)
     log.warning("dead letter %s/%s@%s: %s (%s)", message.topic, message.partition, message.offset,
                 error.reason.value, error.message)
     headers: List[tuple[str, bytes]] = [("source-topic", message.topic.encode()),

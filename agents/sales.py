@@ -14,7 +14,7 @@ from app.main import app, settings
 from app.resources import postgres, ready
 from app.retry import retry_transient
 from app.topics import dead_letters, sales_orders
-from domain.dead_letters import dead_letter
+from domain.dead_letters import dead_letter_of
 from domain.errors import PermanentError
 from domain.sales import order_totals, parse_order
 from models.sales_order import SalesOrder
@@ -87,7 +87,6 @@ async def send_dead_letters(rejected: Rejected) -> None:
     pending: List[Awaitable[Any]] = []
     for event, err in rejected:
         m = event.message
-        letter = dead_letter(err, topic=m.topic, partition=m.partition, offset=m.offset,
-                             timestamp=m.timestamp, key=m.key, value=m.value)
+        letter = dead_letter_of(err, m)
         pending.append(await producer.send(topic, m.key, letter.dumps(), None, None, None))
     await asyncio.gather(*pending)

@@ -20,7 +20,7 @@ from app.resources import cql, postgres, transactions_avro
 from app.retry import retry_transient, until_done
 from app.tables import accounts_cache
 from app.topics import dead_letters, sinks, transactions_in
-from domain.dead_letters import REPLAY_HEADER, dead_letter
+from domain.dead_letters import REPLAY_HEADER, dead_letter_of, header_names
 from domain.enrichment import cache_entry, enrich, is_fresh
 from domain.errors import PermanentError
 from domain.transactions import AVRO_MAGIC, AvroDecoder, decode, event_id_of, to_transaction
@@ -93,9 +93,7 @@ async def refresh_cache(account_ids: set[str], replayed: frozenset[str] | set[st
 
 def is_replay(event: EventT) -> bool:
     """Sent back by `replay-dead-letters` (app/replay.py), which adds REPLAY_HEADER."""
-    headers = event.message.headers or ()
-    names = headers.keys() if isinstance(headers, dict) else (item[0] for item in headers)
-    return REPLAY_HEADER in names
+    return REPLAY_HEADER in header_names(event.message.headers)
 
 
 def history_row(event: EventT, tx: EnrichedTransaction, processed_at: datetime) -> dict[str, Any]:
@@ -117,9 +115,7 @@ async def send(event: EventT, outcome: Union[EnrichedTransaction, PermanentError
     """Queue the event's output; returns the future of its delivery (awaited per batch)."""
     message = event.message
     if isinstance(outcome, PermanentError):
-        letter = dead_letter(outcome, topic=message.topic, partition=message.partition,
-                             offset=message.offset, timestamp=message.timestamp,
-                             key=message.key, value=message.value)
+        letter = dead_letter_of(outcome, message)
         log.warning("dead letter %s/%s@%s: %s (%s)", message.topic, message.partition, message.offset,
                     outcome.reason.value, outcome.message,
                     extra=event_fields(message.topic, message.partition, message.offset, event_id_of(message.value)))

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Optional
 
 from app.adapters.cql import Cql
-from domain.dead_letters import REPLAY_HEADER, original_bytes
+from domain.dead_letters import original_bytes, replay_headers
 from domain.errors import Reason, Stage
 
 PER_DAY_LIMIT = 100_000      # rows read from one day's partition before filtering
@@ -116,13 +116,14 @@ async def find(cql: Cql, selection: Selection) -> list[Any]:
 
 
 async def send_back(producer: Any, rows: Iterable[Any], chunk: int = 500) -> int:
-    """Send each row's original key and value to its source topic, with a REPLAY_HEADER
-    naming the original position; returns once all are on the broker."""
+    """Send each row's original key and value to its source topic, with replay
+    headers naming the original position, attempts and first failure; returns once all are on the broker."""
     sent, pending = 0, []
     for row in rows:
         key, value = original_bytes(row.key_b64, row.value_b64)
-        origin = f"{row.source_topic}/{row.source_partition}@{row.source_offset}".encode()
-        pending.append(await producer.send(row.source_topic, key, value, None, None, [(REPLAY_HEADER, origin)]))
+        origin = f"{row.source_topic}/{row.source_partition}@{row.source_offset}"
+        headers = replay_headers(origin, row.attempts or 1, _aware(row.failed_at))
+        pending.append(await producer.send(row.source_topic, key, value, None, None, headers))
         if len(pending) >= chunk:
             await asyncio.gather(*pending)
             sent, pending = sent + len(pending), []

@@ -139,14 +139,14 @@ def stack_env() -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
+    def __init__(self, env: dict[str, str], log: Path, loop: str = "aio") -> None:
+        self.env, self.log, self.loop = env, log, loop
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> "Worker":
         with self.log.open("ab") as out:
             self.offset = out.tell()
-            self.proc = subprocess.Popen([FAUST, "-A", "app.main", "worker", "-l", "info"],
+            self.proc = subprocess.Popen([FAUST, "-L", self.loop, "-A", "app.main", "worker", "-l", "info"],
                                          env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         return self
@@ -496,8 +496,8 @@ class Bench:
         self.r[name] = res
         say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
-    async def start_workers(self, n: int, label: str) -> list[Worker]:
-        ws = [Worker({**self.env, "APP_WEB_PORT": str(free_port())}, self.tmp / f"{label}-{i}.log").start()
+    async def start_workers(self, n: int, label: str, loop: str) -> list[Worker]:
+        ws = [Worker({**self.env, "APP_WEB_PORT": str(free_port())}, self.tmp / f"{label}-{i}.log", loop).start()
               for i in range(n)]
         self.workers.extend(ws)
         for w in ws:
@@ -508,13 +508,14 @@ class Bench:
         for w in ws:
             w.stop()
 
-    async def pipeline_pass(self, label: str, nworkers: int, rewind: bool) -> list[Worker]:
+    async def pipeline_pass(self, label: str, nworkers: int, rewind: bool, loop: str = "") -> list[Worker]:
+        loop = loop or self.args.loop
         if rewind:
             await rewind_group(self.brokers, self.app_id, self.src)
         since = await end_offsets(self.brokers, self.sinks)
         q0 = await self.account_queries()
         t0 = time.monotonic()
-        ws = await self.start_workers(nworkers, label)
+        ws = await self.start_workers(nworkers, label, loop)
         cpu0 = {w.pid: proc_cpu(w.pid) for w in ws}
         stack0 = stack_cpu()
         say(f"{label}: {nworkers} worker(s) ready after {time.monotonic() - t0:.1f}s")
@@ -535,7 +536,7 @@ class Bench:
         stamps = [r.timestamp for r in records if dict(r.headers).get("source-topic") == src]
         rate, span = steady_rate(stamps)
         queries = await self.account_queries() - q0
-        res = {"events": len(stamps), "workers": nworkers, "rate": rate, "span_s": span, "cpu_s": cpu,
+        res = {"events": len(stamps), "workers": nworkers, "loop": loop, "rate": rate, "span_s": span, "cpu_s": cpu,
                "cpu_us": cpu / len(stamps) * 1e6, "pg_queries": queries,
                "pg_queries_per_1000": queries / len(stamps) * 1000,
                "vmhwm_mb": [round(proc_status(w.pid, "VmHWM") / 1024) for w in ws],
@@ -658,6 +659,9 @@ class Bench:
             self.stop_workers(ws)
             ws = await self.pipeline_pass("warm_2w", 2, rewind=True)
             self.stop_workers(ws)
+            other = "aio" if a.loop == "uvloop" else "uvloop"
+            ws = await self.pipeline_pass("warm_1w_other_loop", 1, rewind=True, loop=other)
+            self.stop_workers(ws)
             self.avro()
         finally:
             await self.teardown()
@@ -674,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--latency-s", type=float, default=30, help="length of the fixed-load latency phase")
     p.add_argument("--avro-events", type=int, default=20_000)
     p.add_argument("--batch-wait", type=float, default=None, help="APP_BATCH_WAIT_S (default: config/test.yaml)")
+    p.add_argument("--loop", choices=("aio", "uvloop"), default="uvloop",
+                   help="the workers' event loop (faust -L); one extra pass runs with the other")
     p.add_argument("--profile-s", type=int, default=12, help="py-spy recording at full load")
     p.add_argument("--pass-timeout", type=float, default=600)
     args = p.parse_args(argv)

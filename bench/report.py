@@ -83,10 +83,15 @@ def table(r: dict[str, Any]) -> str:
         ("Pipeline, 2 workers, warm cache", w2,
          f"{w2['pg_queries']} account queries; worker CPU = both workers"),
     ]
+    if "warm_1w_other_loop" in r:
+        o = r["warm_1w_other_loop"]
+        rows.append((f"Pipeline, 1 worker, warm cache, `-L {o['loop']}`", o,
+                     f"the same pass with the other event loop ({o['loop']} vs {w.get('loop', 'aio')})"))
     out = [f"Run `{r['run']}`: {r['events']:,} events per pass ({r['mean_event_bytes']} B JSON/base64, "
            f"45 fields, all valid, 1,000 accounts of which 20 blocked → dead letters), {r['partitions']} "
            f"partitions, {r['cpus']} CPUs shared with Kafka, Cassandra and PostgreSQL, "
-           f"Python {r['python']}. Events/s: 5th→95th percentile of output timestamps. CPU µs per event: "
+           f"Python {r['python']}, worker event loop `{w.get('loop', 'aio')}` unless said. "
+           "Events/s: 5th→95th percentile of output timestamps. CPU µs per event: "
            "the contender's process(es); then each server of the stack, and the whole machine "
            "(all cores, everything running) over the same pass.", "",
            "| contender | events/s | CPU µs/event | Cassandra µs/ev | Kafka µs/ev | PostgreSQL µs/ev "

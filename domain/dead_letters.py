@@ -5,14 +5,19 @@ import base64
 import os
 import socket
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from domain.errors import PermanentError
 from models.dead_letter import DeadLetter
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-# The header a replayed message carries: the source position of the dead letter it replays.
+# Headers of a replayed message: the source position of the dead letter it replays, and
+# that letter's attempt count and first failure, so that failing again counts on from them.
 REPLAY_HEADER = "replay-of"
+ATTEMPTS_HEADER = "dead-letter-attempts"
+FIRST_FAILED_HEADER = "dead-letter-first-failed-at"
+
+Headers = Union[Mapping[str, bytes], Iterable[tuple[str, bytes]], None]
 
 
 def _b64(data: Optional[bytes]) -> Optional[str]:
@@ -36,6 +41,50 @@ def dead_letter(error: PermanentError, *, topic: str, partition: int, offset: in
         attempts=attempts,
         worker_id=WORKER_ID,
     )
+
+
+def dead_letter_of(error: PermanentError, message: Any) -> DeadLetter:
+    """The envelope for a consumed message (faust's Message: topic, partition, offset,
+    timestamp, key, value, headers). A replayed message that fails again is attempt n+1 of
+    the same failure: attempts and first failure time come from its replay headers."""
+    attempts, first_failed_at = prior_failure(message.headers)
+    return dead_letter(error, topic=message.topic, partition=message.partition, offset=message.offset,
+                       timestamp=message.timestamp, key=message.key, value=message.value,
+                       attempts=attempts + 1, first_failed_at=first_failed_at)
+
+
+def replay_headers(origin: str, attempts: int, first_failed_at: Optional[datetime]) -> list[tuple[str, bytes]]:
+    headers = [(REPLAY_HEADER, origin.encode()), (ATTEMPTS_HEADER, str(attempts).encode())]
+    if first_failed_at is not None:
+        headers.append((FIRST_FAILED_HEADER, first_failed_at.isoformat().encode()))
+    return headers
+
+
+def header_names(headers: Headers) -> set[str]:
+    if not headers:
+        return set()
+    return set(headers.keys()) if isinstance(headers, Mapping) else {name for name, _ in headers}
+
+
+def prior_failure(headers: Headers) -> tuple[int, Optional[datetime]]:
+    """(attempts so far, first failure) from a replayed message's headers; (0, None) for a
+    message that was never dead-lettered, or whose headers are unreadable."""
+    if not headers:
+        return 0, None
+    found = dict(headers.items() if isinstance(headers, Mapping) else headers)
+    try:
+        attempts = max(0, int(found.get(ATTEMPTS_HEADER, b"0")))
+    except ValueError:
+        attempts = 0
+    first = None
+    if raw := found.get(FIRST_FAILED_HEADER):
+        try:
+            first = datetime.fromisoformat(raw.decode())
+        except (ValueError, UnicodeDecodeError):
+            first = None
+        if first is not None and first.tzinfo is None:
+            first = first.replace(tzinfo=timezone.utc)
+    return attempts, first
 
 
 def original_bytes(key_b64: Optional[str], value_b64: Optional[str]) -> tuple[Optional[bytes], Optional[bytes]]:

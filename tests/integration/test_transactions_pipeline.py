@@ -165,9 +165,10 @@ def stack(args: str) -> None:
 
 def test_replay_command_sends_dead_letters_back(workers: Any, settings: Any, accounts: int,
                                                 app_env: dict[str, str], event_loop_run: Any) -> None:
-    """Events of accounts PostgreSQL did not know are dead-lettered; once the accounts
-    exist, `replay-dead-letters --reason unknown_account` gets them through, even while the
-    cache still holds those accounts as unknown (negative TTL far longer than the test)."""
+    """Events of accounts PostgreSQL did not know are dead-lettered. Replayed too early,
+    they fail again as attempt 2 of the same failure. Once the accounts exist,
+    `replay-dead-letters --reason unknown_account` gets them through, even while the cache
+    still holds those accounts as unknown (negative TTL far longer than the test)."""
     workers(APP_CACHE_NEGATIVE_TTL_S="3600").start()
     data = samples(600, accounts=1100, seed=51)
     unknown = {s.event_id for s in data if expected_reason(s, accounts) is not None}
@@ -175,14 +176,25 @@ def test_replay_command_sends_dead_letters_back(workers: Any, settings: Any, acc
     event_loop_run(produce(settings, data))
     event_loop_run(wait_until(lambda: len(stored_dead_letters(settings)) >= len(unknown), 60,
                               "unknown-account dead letters stored"))
+    first_failures = {row.value_b64: row.failed_at for row in stored_dead_letters(settings)}
+    env = {**__import__("os").environ, **app_env}
+
+    def replay(expected: int) -> None:
+        out = subprocess.run([str(ROOT / ".venv" / "bin" / "faust"), "-A", "app.main", "replay-dead-letters",
+                              "--reason", "unknown_account"], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert f"replayed {expected} dead letters" in out.stdout
+
+    replay(len(unknown))                  # the accounts are still unknown: they fail again
+    event_loop_run(wait_until(lambda: len(stored_dead_letters(settings)) >= 2 * len(unknown), 60,
+                              "second dead letters stored"))
+    again = [row for row in stored_dead_letters(settings) if row.attempts == 2]
+    assert len(again) == len(unknown)
+    assert all(row.failed_at == first_failures[row.value_b64] for row in again), "first failure kept"
 
     event_loop_run(seed_accounts(settings, 1100))
-    env = {**__import__("os").environ, **app_env}
-    out = subprocess.run([str(ROOT / ".venv" / "bin" / "faust"), "-A", "app.main", "replay-dead-letters",
-                          "--reason", "unknown_account"], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert f"replayed {len(unknown)} dead letters" in out.stdout
+    replay(2 * len(unknown))              # both generations of letters: the sinks are idempotent
 
     async def all_through() -> bool:
         return set(await forwarded(settings)) == {s.event_id for s in data}

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from domain.dead_letters import dead_letter, original_bytes
+from domain.dead_letters import (REPLAY_HEADER, dead_letter, dead_letter_of, header_names, original_bytes,
+                                   prior_failure, replay_headers)
 from domain.enrichment import cache_entry, is_fresh
 from domain.errors import PermanentError, Reason, Stage
 from domain.samples import samples
@@ -111,3 +112,37 @@ def test_cache_freshness_rules() -> None:
     assert not is_fresh(unknown, 101.0, ttl_s=300, negative_ttl_s=30, replayed=True)
     # ...but trusts a known account's entry like any other event.
     assert is_fresh(known, 101.0, ttl_s=300, negative_ttl_s=30, replayed=True)
+
+
+class _Message:
+    """The fields of faust's Message that a dead letter reads."""
+
+    def __init__(self, headers: Any = None) -> None:
+        self.topic, self.partition, self.offset, self.timestamp = "t.transactions.raw", 3, 42, 1_700_000_000.5
+        self.key, self.value, self.headers = b"acc-1", b"\x00not json", headers
+
+
+def test_a_first_failure_is_attempt_one() -> None:
+    error = PermanentError(Stage.DECODE, Reason.UNDECODABLE, "bad bytes")
+    letter = dead_letter_of(error, _Message())
+    assert (letter.attempts, letter.source_offset, letter.source_timestamp_ms) == (1, 42, 1_700_000_000_500)
+    assert original_bytes(letter.key_b64, letter.value_b64) == (b"acc-1", b"\x00not json")
+
+
+def test_a_replay_that_fails_again_counts_on_from_the_dead_letter() -> None:
+    first = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)
+    headers = replay_headers("t.transactions.raw/3@7", attempts=2, first_failed_at=first)
+    error = PermanentError(Stage.ENRICH, Reason.UNKNOWN_ACCOUNT, "unknown")
+    for given in (headers, dict(headers)):           # aiokafka gives a list of pairs; be lenient
+        letter = dead_letter_of(error, _Message(given))
+        assert letter.attempts == 3
+        assert datetime.fromisoformat(letter.first_failed_at) == first
+    assert REPLAY_HEADER in header_names(headers)
+
+
+@pytest.mark.parametrize("headers", [[("dead-letter-attempts", b"x")], [("dead-letter-first-failed-at", b"\xff")],
+                                     [("other", b"1")], None, []])
+def test_unreadable_replay_headers_count_as_a_first_failure(headers: Any) -> None:
+    attempts, first = prior_failure(headers)
+    assert (attempts, first) == (0, None)
+    assert dead_letter_of(PermanentError(Stage.DECODE, Reason.UNDECODABLE, "x"), _Message(headers)).attempts == 1
