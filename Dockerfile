@@ -13,4 +13,4 @@ COPY data data
 RUN pip install -c requirements.lock .
 USER nobody
 EXPOSE 6066
-CMD ["faust", "-A", "app.main", "worker", "-l", "info"]
+CMD ["faust", "-L", "uvloop", "-A", "app.main", "worker", "-l", "info"]

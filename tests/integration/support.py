@@ -32,7 +32,7 @@ class Worker:
     def start(self, timeout: float = 90.0) -> "Worker":
         log = self.log_path.open("ab")
         offset = log.tell()
-        self.proc = subprocess.Popen([FAUST, "-A", "app.main", "worker", "-l", "info"],
+        self.proc = subprocess.Popen([FAUST, "-L", "uvloop", "-A", "app.main", "worker", "-l", "info"],
                                      env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout

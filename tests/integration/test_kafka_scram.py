@@ -55,7 +55,7 @@ def test_scram_wrong_password_ends_in_one_clear_line(app_env: dict[str, str], sc
                                                       tmp_path: Any) -> None:
     env = {**os.environ, **app_env, **scram, "APP_KAFKA_SASL_PASSWORD": "not-the-password"}
     started = time.monotonic()
-    worker = subprocess.run([FAUST, "-A", "app.main", "worker", "-l", "info"], env=env, cwd=ROOT,
+    worker = subprocess.run([FAUST, "-L", "uvloop", "-A", "app.main", "worker", "-l", "info"], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     output = worker.stdout + worker.stderr
     assert worker.returncode == 77, output
@@ -87,7 +87,7 @@ def test_tls_certificate_not_trusted_ends_in_one_clear_line(app_env: dict[str, s
                                                             scram_tls: dict[str, str]) -> None:
     """SASL_SSL without the CA that signed the broker's certificate (only the system's CAs)."""
     env = {**os.environ, **app_env, **scram_tls, "APP_KAFKA_SSL_CAFILE": ""}
-    worker = subprocess.run([FAUST, "-A", "app.main", "worker", "-l", "info"], env=env, cwd=ROOT,
+    worker = subprocess.run([FAUST, "-L", "uvloop", "-A", "app.main", "worker", "-l", "info"], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     output = worker.stdout + worker.stderr
     assert worker.returncode == 77, output
