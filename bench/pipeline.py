@@ -14,6 +14,8 @@ beginning with its own consumer group and its own output topics:
   baseline     the seeds' style: per event decode+validate, one PostgreSQL query, one
                synchronous CQL insert (session.execute), producer.send_and_wait
                (time-boxed to --baseline-events: it is slow)
+  faust        bench/faust_ceiling.py: the pipeline's faust worker machinery (same tuning,
+               noack_take batches, gathered sends, acks) forwarding raw bytes, no processing
   pipeline     `faust -A app.main worker` subprocesses: 1 worker cold cache, the same app
                restarted (cache recovered from its changelog: warm) with 1 worker, then 2
                workers (warm); the input offsets of the group are rewound between passes.
@@ -139,14 +141,14 @@ def stack_env() -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], log: Path, loop: str = "aio") -> None:
-        self.env, self.log, self.loop = env, log, loop
+    def __init__(self, env: dict[str, str], log: Path, loop: str = "aio", module: str = "app.main") -> None:
+        self.env, self.log, self.loop, self.module = env, log, loop, module
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> "Worker":
         with self.log.open("ab") as out:
             self.offset = out.tell()
-            self.proc = subprocess.Popen([FAUST, "-L", self.loop, "-A", "app.main", "worker", "-l", "info"],
+            self.proc = subprocess.Popen([FAUST, "-L", self.loop, "-A", self.module, "worker", "-l", "info"],
                                          env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         return self
@@ -496,6 +498,33 @@ class Bench:
         self.r[name] = res
         say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
+    async def faust_ceiling(self) -> None:
+        dst = self.prefix + "faust.out"
+        await create_topics(self.brokers, [dst])
+        env = {**os.environ, "BENCH_BROKERS": self.brokers, "BENCH_SRC": self.src, "BENCH_DST": dst,
+               "BENCH_APP_ID": f"{self.app_id}-faust", "BENCH_DATA_DIR": str(self.tmp / "faust-data"),
+               "BENCH_BATCH_WAIT_S": str(self.settings.batch_wait_s)}
+        w = Worker(env, self.tmp / "faust-ceiling.log", self.args.loop, module="bench.faust_ceiling").start()
+        self.workers.append(w)
+        try:
+            await w.wait_ready()
+            cpu0, stack0, t0 = proc_cpu(w.pid), stack_cpu(), time.monotonic()
+            while (got := total_since(await end_offsets(self.brokers, [dst]), {})) < self.args.events:
+                if w.proc is not None and w.proc.poll() is not None:
+                    raise RuntimeError(f"faust ceiling: the worker exited; see {w.log}")
+                if time.monotonic() - t0 > self.args.pass_timeout:
+                    raise TimeoutError(f"faust ceiling: {got:,} of {self.args.events:,}")
+                await asyncio.sleep(0.5)
+            res = {"events": got, "cpu_s": proc_cpu(w.pid) - cpu0, "loop": self.args.loop,
+                   **stack_delta(stack0, got)}
+        finally:
+            w.stop()
+        records = await read_since(self.brokers, {}, await end_offsets(self.brokers, [dst]))
+        rate, span = steady_rate([r.timestamp for r in records])
+        res.update(rate=rate, span_s=span, cpu_us=res["cpu_s"] / res["events"] * 1e6)
+        self.r["faust_ceiling"] = res
+        say(f"faust_ceiling: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
+
     async def start_workers(self, n: int, label: str, loop: str) -> list[Worker]:
         ws = [Worker({**self.env, "APP_WEB_PORT": str(free_port())}, self.tmp / f"{label}-{i}.log", loop).start()
               for i in range(n)]
@@ -649,6 +678,7 @@ class Bench:
             await self.contender("baseline", baseline(self.settings, self.src, self.prefix + "base.out",
                                                       min(a.events, a.baseline_events), f"{self.app_id}-base"),
                                  self.prefix + "base.out")
+            await self.faust_ceiling()
             ws = await self.pipeline_pass("cold_1w", 1, rewind=False)
             self.stop_workers(ws)
             ws = await self.pipeline_pass("warm_1w", 1, rewind=True)

@@ -76,6 +76,11 @@ def table(r: dict[str, Any]) -> str:
         ("Passthrough ceiling (raw aiokafka consume→produce, 1 process)", p, f"{p['events']:,} events"),
         ("Baseline, seeds' style (per event: 1 query + sync CQL insert + send_and_wait)", b,
          f"{b['events']:,} events (time-boxed)"),
+    ]
+    if "faust_ceiling" in r:
+        rows.append(("faust ceiling (the pipeline's worker machinery forwarding raw bytes, no processing)",
+                     r["faust_ceiling"], "bench/faust_ceiling.py"))
+    rows += [
         ("Pipeline, 1 worker, cold cache", c,
          f"{c['pg_queries']} account queries = {c['pg_queries_per_1000']:.2f} / 1,000 events"),
         ("Pipeline, 1 worker, warm cache", w,
@@ -109,6 +114,12 @@ def table(r: dict[str, Any]) -> str:
         f"{'met' if r_base >= 10 else 'NOT met'} |",
         f"| same, by CPU per event (baseline µs / pipeline µs) | {cpu_base:.1f}× | | |",
         f"| best pipeline (2 workers: {fmt(w2['rate'])}/s) / passthrough | {best / p['rate']:.2f}× | | |",
+        *([f"| faust ceiling / passthrough, events/s (what faust itself costs) | "
+           f"{r['faust_ceiling']['rate'] / p['rate']:.2f}× | | by CPU: "
+           f"{p['cpu_us'] / r['faust_ceiling']['cpu_us']:.2f}× |",
+           f"| pipeline (1 worker, warm) / faust ceiling, events/s (what the processing costs) | "
+           f"{w['rate'] / r['faust_ceiling']['rate']:.2f}× | | by CPU: "
+           f"{r['faust_ceiling']['cpu_us'] / w['cpu_us']:.2f}× |"] if "faust_ceiling" in r else []),
         f"| PostgreSQL account queries per 1,000 events, warm cache | {w['pg_queries_per_1000']:.2f} | ≤ 1 | "
         f"{'met' if w['pg_queries_per_1000'] <= 1 else 'NOT met'} |",
         f"| PostgreSQL account queries per 1,000 events, cold cache | {c['pg_queries_per_1000']:.2f} | | |",
@@ -135,6 +146,10 @@ def plot(r: dict[str, Any], path: Path) -> None:
     names = ["passthrough", "pipeline\n1w cold", "pipeline\n1w warm", "pipeline\n2w warm", "baseline"]
     keys = ["passthrough", "cold_1w", "warm_1w", "warm_2w", "baseline"]
     colors = ["#888888", "#4c72b0", "#4c72b0", "#4c72b0", "#c44e52"]
+    if "faust_ceiling" in r:
+        names.insert(1, "faust\nceiling")
+        keys.insert(1, "faust_ceiling")
+        colors.insert(1, "#aaaaaa")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     rates = [r[k]["rate"] for k in keys]
     ax1.bar(names, rates, color=colors)

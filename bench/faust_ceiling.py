@@ -1,0 +1,51 @@
+"""faust's own ceiling on this machine: the pipeline's worker machinery with no processing.
+
+The same faust worker as app.main (uvloop, the same consumer and producer tuning,
+`noack_take` batches of 500, producer futures gathered per batch, explicit acks), forwarding
+each record's key, value and headers unchanged. bench/pipeline.py runs it as a contender over
+the same input, so that one run separates what faust costs (this / passthrough) from what
+the pipeline's own work costs (pipeline / this).
+
+    BENCH_BROKERS=kafka://127.0.0.1:19092 BENCH_SRC=... BENCH_DST=... BENCH_APP_ID=... \\
+    BENCH_DATA_DIR=/tmp/x faust -L uvloop -A bench.faust_ceiling worker -l info
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, cast
+
+import faust
+from faust import StreamT
+from faust.streams import Stream
+
+BATCH, WITHIN = 500, float(os.environ.get("BENCH_BATCH_WAIT_S", "0.05"))   # as the pipeline's agent
+
+app = faust.App(
+    os.environ["BENCH_APP_ID"],
+    broker=os.environ["BENCH_BROKERS"],
+    datadir=os.environ["BENCH_DATA_DIR"],
+    autodiscover=False,
+    web_enabled=False,
+    topic_allow_declare=False,
+    broker_max_poll_records=1000,          # as app.main
+    stream_buffer_maxsize=16384,
+    producer_linger=0.005,
+    consumer_auto_offset_reset="earliest",
+    stream_wait_empty=False,
+)
+source = app.topic(os.environ["BENCH_SRC"], key_type=bytes, value_type=bytes,
+                   key_serializer="raw", value_serializer="raw")
+DESTINATION = os.environ["BENCH_DST"]
+
+
+@app.agent(source, name="forward")
+async def forward(stream: StreamT) -> None:
+    async for events in cast(Stream, stream).noack_take(BATCH, within=WITHIN):
+        pending: list[Any] = []
+        for event in events:
+            m = event.message
+            pending.append(await app.producer.send(DESTINATION, m.key, m.value, None, None, m.headers))
+        await asyncio.gather(*pending)
+        for event in events:
+            await stream.ack(event)
