@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Any, Awaitable, List, Optional, Sequence, Union, cast
+from typing import Any, Awaitable, List, Optional, Sequence, Union
 
-from faust import Stream, StreamT
+from faust import StreamT
 from faust.types import EventT
 
+from app import stalls
 from app.main import app, settings
 from app.resources import clicks_avro, clicks_store, ready
 from app.retry import retry_transient
@@ -28,7 +29,7 @@ async def process_clicks(stream: StreamT) -> None:
     """A batch is acked only after its rows, counts and dead letters are stored (at-least-once)."""
     await dead_letters.maybe_declare()
     await ready()
-    async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
+    async for events in stalls.batches(app, stream, settings.batch_size, settings.batch_wait_s):
         await process_batch(events)
         for event in events:
             await stream.ack(event)

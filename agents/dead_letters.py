@@ -4,12 +4,11 @@ from __future__ import annotations
 import logging
 from functools import partial
 from datetime import datetime, timezone
-from typing import Any, Optional, cast
+from typing import Any, Optional
 
 from faust import StreamT
-from faust.streams import Stream
 
-from app import metrics, resources
+from app import metrics, resources, stalls
 from app.logs import event_fields
 from app.main import app, settings
 from app.resources import cql
@@ -29,7 +28,7 @@ counts = metrics.dead_letters
 @app.agent(dead_letters, name="dead-letters")
 async def store_dead_letters(stream: StreamT) -> None:
     await resources.ready()
-    async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
+    async for events in stalls.batches(app, stream, settings.batch_size, settings.batch_wait_s):
         metrics.batch_taken("dead-letters", len(events))
         rows = [row for row in (to_row(e.message.value, e.message) for e in events) if row]
         await until_done(partial(store, rows), what="dead-letters batch")

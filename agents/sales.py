@@ -5,11 +5,12 @@ import asyncio
 import collections
 import logging
 from decimal import Decimal
-from typing import Any, Awaitable, Callable, List, Sequence, cast
+from typing import Any, Awaitable, Callable, List, Sequence
 
-from faust import Stream, StreamT
+from faust import StreamT
 from faust.types import EventT
 
+from app import stalls
 from app.main import app, settings
 from app.resources import postgres, ready
 from app.retry import retry_transient
@@ -38,8 +39,7 @@ async def process_sales_orders(stream: StreamT) -> None:
     """
     await dead_letters.maybe_declare()
     await ready()
-    batches = cast(Stream, stream).noack_take(settings.sales_batch_size, within=settings.sales_batch_wait_s)
-    async for events in batches:
+    async for events in stalls.batches(app, stream, settings.sales_batch_size, settings.sales_batch_wait_s):
         await handle_batch(events, postgres.save_order_totals, send_dead_letters)
         for event in events:
             await stream.ack(event)

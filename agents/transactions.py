@@ -7,13 +7,12 @@ from functools import partial
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, List, Optional, Sequence, Union, cast
+from typing import Any, Awaitable, List, Optional, Sequence, Union
 
 from faust import StreamT
-from faust.streams import Stream
 from faust.types import EventT
 
-from app import metrics, resources
+from app import metrics, resources, stalls
 from app.logs import event_fields
 from app.main import app, settings
 from app.resources import cql, postgres, transactions_avro
@@ -35,7 +34,7 @@ async def process_transactions(stream: StreamT) -> None:
     sends are done, so a crash, an outage or a shutdown mid-batch replays it (at-least-once;
     the history and the sinks are keyed so that a replay is harmless)."""
     await resources.ready()
-    async for events in cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s):
+    async for events in stalls.batches(app, stream, settings.batch_size, settings.batch_wait_s):
         await until_done(partial(process_batch, events), what="transactions batch")
         for event in events:
             await stream.ack(event)

@@ -21,7 +21,7 @@ import time
 from bisect import bisect_left
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -91,6 +91,8 @@ batch_size = Histogram("pipeline_batch_size", "Events per batch taken by an agen
                        buckets=BATCH_BUCKETS, registry=registry)
 consumer_lag = Gauge("pipeline_consumer_lag", "Records behind the end of the partition (end offset minus "
                      "committed offset), per assigned partition", ["topic", "partition"], registry=registry)
+stall_recoveries = Counter("pipeline_stall_recoveries", "Stream partitions rewound to their committed offset "
+                           "because the commit point stopped moving (app/stalls.py)", ["topic"], registry=registry)
 ready = Gauge("pipeline_ready", "1 when /ready answers 200 (every readiness check passes)", registry=registry)
 ready_check = Gauge("pipeline_ready_check", "1 when this readiness check passes", ["check"], registry=registry)
 

@@ -124,6 +124,9 @@ class Settings:
                                     "(SSL/SASL_SSL); empty: the system's CAs.")
     kafka_session_timeout_s: float = setting(30.0, _float, "Consumer group session timeout: how soon the "
                                              "partitions of a dead worker move to the others.")
+    stall_check_s: float = setting(60.0, _float, "A stream partition whose commit point has not moved for this "
+                                   "long although records past it were read is rewound to it (app/stalls.py); "
+                                   "0 turns the watchdog off.")
     topic_prefix: str = setting("", str, "Prefix added to every topic name (isolates tests and tenants).")
     topic_partitions: int = setting(8, _positive_int, "Partitions of the topics the app creates.")
     topic_replicas: int = setting(1, _positive_int, "Replication factor of the topics the app creates.")

@@ -569,7 +569,8 @@ class Bench:
                "cpu_us": cpu / len(stamps) * 1e6, "pg_queries": queries,
                "pg_queries_per_1000": queries / len(stamps) * 1000,
                "vmhwm_mb": [round(proc_status(w.pid, "VmHWM") / 1024) for w in ws],
-               "vmrss_mb": [round(proc_status(w.pid, "VmRSS") / 1024) for w in ws], **stack}
+               "vmrss_mb": [round(proc_status(w.pid, "VmRSS") / 1024) for w in ws],
+               "stall_recoveries": sum(w.log.read_bytes()[w.offset:].count(b"seeking back to") for w in ws), **stack}
         self.r[label] = res
         say(f"{label}: {len(stamps):,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event, "
             f"{queries} account queries, VmHWM {res['vmhwm_mb']} MB; per event: Cassandra "

@@ -1,0 +1,71 @@
+"""The stalled-partition watchdog's rule (app/stalls.py) and the outage flag it respects."""
+from __future__ import annotations
+
+import asyncio
+
+from app import retry
+from app.stalls import Watch, find_stalled
+from domain.errors import TransientError
+
+
+def test_a_commit_point_that_does_not_move_past_read_records_is_a_stall() -> None:
+    watched: dict[str, Watch] = {}
+    assert find_stalled({"p0": (270, 390)}, watched, now=0.0, stall_s=60) == []
+    assert find_stalled({"p0": (270, 900)}, watched, now=59.0, stall_s=60) == [], "not yet"
+    assert find_stalled({"p0": (270, 900)}, watched, now=60.0, stall_s=60) == ["p0"]
+    # Then watched afresh: not rewound again at every round.
+    assert find_stalled({"p0": (270, 900)}, watched, now=61.0, stall_s=60) == []
+    assert find_stalled({"p0": (270, 900)}, watched, now=120.0, stall_s=60) == ["p0"]
+
+
+def test_a_moving_commit_point_or_nothing_read_past_it_is_not_a_stall() -> None:
+    watched: dict[str, Watch] = {}
+    for second, committed in enumerate(range(0, 1000, 10)):      # busy and committing
+        assert find_stalled({"p1": (committed, committed + 500)}, watched, float(second * 10), 60) == []
+    # Idle and fully committed: the last record read is just below the commit point.
+    for second in range(0, 300, 10):
+        assert find_stalled({"p2": (5000, 4999)}, watched, float(second), 60) == []
+    assert "p2" not in watched
+
+
+def test_no_commit_yet_counts_as_a_commit_point_at_the_start() -> None:
+    watched: dict[str, Watch] = {}
+    find_stalled({"p3": (None, 12)}, watched, 0.0, 30)
+    assert find_stalled({"p3": (None, 40)}, watched, 30.0, 30) == ["p3"]
+
+
+def test_partitions_that_went_away_are_forgotten() -> None:
+    watched: dict[str, Watch] = {}
+    find_stalled({"p4": (1, 9), "p5": (1, 9)}, watched, 0.0, 30)
+    find_stalled({"p5": (1, 9)}, watched, 10.0, 30)
+    assert set(watched) == {"p5"}
+
+
+def test_an_outage_being_waited_out_is_flagged_until_it_ends() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        assert retry.in_outage() == (calls > 1), "flagged from the first failure on"
+        if calls < 3:
+            raise TransientError("PostgreSQL down")
+        return "ok"
+
+    assert not retry.in_outage()
+    assert asyncio.run(retry.retry_transient(flaky, what="test", first_delay=0.001)) == "ok"
+    assert not retry.in_outage()
+
+
+def test_a_cancelled_retry_clears_the_flag() -> None:
+    async def scenario() -> None:
+        async def down() -> None:
+            raise TransientError("down")
+        task = asyncio.ensure_future(retry.retry_transient(down, what="test", first_delay=0.01))
+        await asyncio.sleep(0.05)
+        assert retry.in_outage()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert not retry.in_outage()
+
+    asyncio.run(scenario())
