@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
+from faust.types import TP
 
 from app import retry
 from app.stalls import Watch, find_stalled
@@ -69,3 +73,75 @@ def test_a_cancelled_retry_clears_the_flag() -> None:
         assert not retry.in_outage()
 
     asyncio.run(scenario())
+
+
+class _Topic:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+class _Table:
+    def __init__(self, changelog: str) -> None:
+        self.changelog_topic = _Topic(changelog)
+
+
+class _Consumer:
+    def __init__(self, positions: dict[TP, tuple[Any, Any]], earliest: int = 0) -> None:
+        self._committed_offset = {tp: c for tp, (c, _) in positions.items()}
+        self._read_offset = {tp: r for tp, (_, r) in positions.items()}
+        self.earliest, self.seeks = earliest, []
+
+    def assignment(self) -> set[TP]:
+        return set(self._committed_offset)
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.earliest for tp in tps}
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+class _Recovery:
+    def __init__(self) -> None:
+        self.completed = asyncio.Event()
+        self.completed.set()
+
+
+class _Tables(dict[str, _Table]):
+    def __init__(self) -> None:
+        super().__init__(cache=_Table("app-cache-changelog"))
+        self.recovery = _Recovery()
+
+
+class _App:
+    def __init__(self, consumer: _Consumer) -> None:
+        self.consumer, self.rebalancing, self.tables = consumer, False, _Tables()
+
+
+def test_check_rewinds_a_stuck_stream_partition_to_its_commit_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import stalls
+    monkeypatch.setattr(stalls, "_watched", {})
+    clock = [1000.0]
+    monkeypatch.setattr(stalls.time, "monotonic", lambda: clock[0])
+    stuck, fine, changelog, fresh = (TP("t.raw", 0), TP("t.raw", 1), TP("app-cache-changelog", 0),
+                                     TP("t.raw", 2))
+    consumer = _Consumer({stuck: (270, 13000), fine: (500, 400), changelog: (0, 90), fresh: (None, 7)},
+                         earliest=3)
+    app = _App(consumer)
+
+    async def rounds() -> None:
+        assert await stalls.check(app, 60) == []
+        clock[0] += 30
+        app.rebalancing = True                 # offsets stand still during a rebalance: no verdict
+        assert await stalls.check(app, 60) == []
+        app.rebalancing = False
+        clock[0] += 30
+        assert await stalls.check(app, 60) == [], "watched afresh after the rebalance"
+        clock[0] += 60
+        assert set(await stalls.check(app, 60)) == {stuck, fresh}
+
+    asyncio.run(rounds())
+    assert sorted(consumer.seeks) == sorted([(stuck, 270), (fresh, 3)]), "no commit yet: the log start"
