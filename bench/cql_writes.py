@@ -1,9 +1,10 @@
-"""History writes: the app's per-row writes (app.adapters.cql.Cql.record_history: two
-execute_async per event, one asyncio future and one call_soon_threadsafe each) against
-UNLOGGED BATCHes of rows, on the local stack. Client CPU (this process) and server CPU (the
-CQL server's pid) per event; the evidence behind the first proposal of issue 7's benchmark.
+"""History writes as the agent makes them (app.adapters.cql.Cql.record_history, 500 rows
+per call, two inserts per row sent as UNLOGGED BATCHes of APP_CQL_BATCH_ROWS rows), for
+several batch sizes, each measured twice in alternation on the local stack. Client CPU (this
+process) and server CPU (the CQL server's pid) per event: the evidence for the default of
+APP_CQL_BATCH_ROWS.
 
-    .venv/bin/python -m bench.cql_writes [--events 20000] [--batch 25]
+    .venv/bin/python -m bench.cql_writes [--events 20000] [--sizes 1,8,16,32]
 """
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
-
-from cassandra.query import BatchStatement, BatchType
 
 from app.adapters.cql import Cql
 from app.settings import Settings
@@ -36,54 +35,33 @@ def rows(n: int, seed: int) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
-async def batched(cql: Cql, data: list[dict[str, Any]], size: int) -> None:
-    """The proposal: the same two inserts per row, sent as UNLOGGED BATCHes of `size` rows
-    (each batch one request), at most cql_concurrency batches in flight."""
-    await cql.record_history(data[:1])                      # prepares both statements
-    by_account, by_event = list(cql._prepared.values())[:2]
-    batches = []
-    for i in range(0, len(data), size):
-        for stmt, cols in ((by_account, ("account_id", "occurred_at", "event_id", "category", "amount", "currency",
-                                         "end_to_end_id", "counterparty_key", "channel", "customer_name",
-                                         "segment", "risk_score", "source_topic", "source_partition",
-                                         "source_offset", "processed_at")),
-                           (by_event, ("event_id", "account_id", "occurred_at", "category", "amount",
-                                       "source_topic", "source_partition", "source_offset", "processed_at"))):
-            b = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for r in data[i:i + size]:
-                b.add(stmt, tuple(r[c] for c in cols))
-            batches.append(b)
-    await asyncio.gather(*(cql.execute(b) for b in batches))
-
-
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=20_000)
-    p.add_argument("--batch", type=int, default=25)
+    p.add_argument("--sizes", default="1,8,16,32", help="APP_CQL_BATCH_ROWS values to compare")
     p.add_argument("--chunk", type=int, default=500, help="rows per record_history call (the agent's batch)")
     args = p.parse_args()
     run = uuid.uuid4().hex[:8]
-    settings = Settings.load({**stack_env(), "APP_ENV": "test", "APP_CQL_KEYSPACE": f"bcql{run}"})
+    env = {**stack_env(), "APP_ENV": "test", "APP_CQL_KEYSPACE": f"bcql{run}"}
     server = int((ROOT / ".stack" / "run" / "cassandra.pid").read_text().split()[0])
-    cql = Cql(settings)
-    await cql.migrate()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    clients = {n: Cql(Settings.load({**env, "APP_CQL_BATCH_ROWS": str(n)})) for n in sizes}
+    await clients[sizes[0]].migrate()
     try:
-        for name in ("per-row (app)", f"unlogged batch of {args.batch}", "per-row (app)",
-                     f"unlogged batch of {args.batch}"):
-            data = rows(args.events, seed=hash(name) & 0xffff)
-            c0, s0, t0 = self_cpu(), proc_cpu(server), time.perf_counter()
-            for i in range(0, len(data), args.chunk):
-                chunk = data[i:i + args.chunk]
-                if name.startswith("per-row"):
-                    await cql.record_history(chunk)
-                else:
-                    await batched(cql, chunk, args.batch)
-            wall = time.perf_counter() - t0
-            print(f"{name:24s} {args.events / wall:8,.0f} events/s  client {(self_cpu() - c0) / args.events * 1e6:6.0f}"
-                  f"  server {(proc_cpu(server) - s0) / args.events * 1e6:6.0f} CPU µs/event", flush=True)
+        for round_ in (1, 2):
+            for n, cql in clients.items():
+                data = rows(args.events, seed=round_ * 1000 + n)
+                c0, s0, t0 = self_cpu(), proc_cpu(server), time.perf_counter()
+                for i in range(0, len(data), args.chunk):
+                    await cql.record_history(data[i:i + args.chunk])
+                wall = time.perf_counter() - t0
+                print(f"batches of {n:3d} rows (round {round_})  {args.events / wall:8,.0f} events/s  client "
+                      f"{(self_cpu() - c0) / args.events * 1e6:6.0f}  server "
+                      f"{(proc_cpu(server) - s0) / args.events * 1e6:6.0f} CPU µs/event", flush=True)
     finally:
-        await cql.drop_keyspace()
-        await cql.close()
+        await clients[sizes[0]].drop_keyspace()
+        for cql in clients.values():
+            await cql.close()
 
 
 if __name__ == "__main__":
