@@ -115,7 +115,7 @@ PROPS
 }
 
 kafka_start() {
-  spawn kafka "$JAVA" -Xms512m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  spawn kafka "$JAVA" -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$ROOT/scripts/stack.d/kafka/log4j2.properties" \
     -cp "$KAFKA_HOME/lib/*" kafka.Kafka "$KAFKA_DIR/server.properties"
