@@ -36,29 +36,66 @@ K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
+class Position:
+    """What faust's consumer knows of one partition."""
+    committed: Optional[int]        # the commit point (next offset to consume); None: no commit yet
+    read: Optional[int]             # offset of the last record handed to the streams
+    first_acked: Optional[int] = None     # lowest acked offset still waiting to be committed
+    oldest_pending: Optional[int] = None  # lowest offset handed to the streams and not acked yet
+
+    @property
+    def hole(self) -> bool:
+        """Acked records wait behind the commit point, and nothing in flight can fill the gap:
+        the record at the commit point was lost between the fetch and the agent."""
+        return (self.committed is not None and self.first_acked is not None
+                and self.first_acked > self.committed
+                and (self.oldest_pending is None or self.oldest_pending >= self.first_acked))
+
+
+@dataclass(frozen=True)
 class Watch:
-    committed: Optional[int]     # the commit point (next offset to consume); None: no commit yet
-    since: float                 # when it was first seen at that value with records read past it
+    committed: Optional[int]     # the commit point when first seen stuck
+    since: float                 # when
+    holes: int = 0               # consecutive rounds that saw a hole at that commit point
 
 
-def find_stalled(positions: Mapping[K, tuple[Optional[int], Optional[int]]],
-                 watched: dict[K, Watch], now: float, stall_s: float) -> list[K]:
-    """positions: partition -> (commit point, offset of the last record read). Updates
-    `watched` and returns the partitions stalled for `stall_s` (each then watched afresh)."""
+def find_stalled(positions: Mapping[K, Position], watched: dict[K, Watch], now: float,
+                 stall_s: float) -> list[K]:
+    """Updates `watched` and returns the partitions to rewind (each then watched afresh): a
+    hole seen at two rounds in a row, or a commit point that has not moved for `stall_s`
+    although records at or past it were read (the backstop for what the hole rule misses)."""
     stalled = []
-    for tp, (committed, read) in positions.items():
-        if read is None or (committed is not None and read < committed):
+    for tp, pos in positions.items():
+        if pos.read is None or (pos.committed is not None and pos.read < pos.committed):
             watched.pop(tp, None)          # nothing read past the commit point: not waiting on anything
             continue
         seen = watched.get(tp)
-        if seen is None or seen.committed != committed:
-            watched[tp] = Watch(committed, now)
-        elif now - seen.since >= stall_s:
+        if seen is None or seen.committed != pos.committed:
+            watched[tp] = Watch(pos.committed, now, int(pos.hole))
+            continue
+        holes = seen.holes + 1 if pos.hole else 0
+        if holes >= 2 or now - seen.since >= stall_s:
             stalled.append(tp)
-            watched[tp] = Watch(committed, now)
+            watched[tp] = Watch(pos.committed, now)
+        else:
+            watched[tp] = Watch(seen.committed, seen.since, holes)
     for tp in set(watched) - set(positions):
         del watched[tp]
     return stalled
+
+
+def positions_of(consumer: Any, tps: Any) -> dict[Any, Position]:
+    """faust's bookkeeping (private attributes of faust.transport.consumer.Consumer, 0.15)."""
+    pending: dict[Any, int] = {}
+    for message in list(consumer._unacked_messages):
+        if not message.acked and message.tp in tps:
+            pending[message.tp] = min(message.offset, pending.get(message.tp, message.offset))
+    out = {}
+    for tp in tps:
+        acked = consumer._acked.get(tp)
+        out[tp] = Position(consumer._committed_offset.get(tp), consumer._read_offset.get(tp),
+                           min(acked) if acked else None, pending.get(tp))
+    return out
 
 
 async def batches(app: Any, stream: StreamT, size: int, within: float) -> AsyncIterator[Sequence[EventT]]:
@@ -81,17 +118,18 @@ async def check(app: Any, stall_s: float) -> list[Any]:
         _watched.clear()                   # offsets legitimately stand still meanwhile
         return []
     changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
-    positions = {tp: (consumer._committed_offset.get(tp), consumer._read_offset.get(tp))
-                 for tp in consumer.assignment() if tp.topic not in changelogs}
+    positions = positions_of(consumer, {tp for tp in consumer.assignment() if tp.topic not in changelogs})
     stalled = find_stalled(positions, _watched, time.monotonic(), stall_s)
     for tp in stalled:
-        committed, read = positions[tp]
-        target = committed
+        pos = positions[tp]
+        target = pos.committed
         if target is None:
             target = (await consumer.earliest_offsets(tp)).get(tp, 0)
-        log.warning("partition %s/%s: commit point stuck at %s for %.0fs although offset %s was read; "
-                    "seeking back to %s (records from there are consumed again; sinks are idempotent)",
-                    tp.topic, tp.partition, committed, stall_s, read, target)
+        log.warning("partition %s/%s: commit point stuck at %s (%s; last read %s, lowest acked %s, "
+                    "lowest in flight %s); seeking back to %s (records from there are consumed again; "
+                    "sinks are idempotent)", tp.topic, tp.partition, pos.committed,
+                    "a record there never reached the agent" if pos.hole else f"not moved for {stall_s:.0f}s",
+                    pos.read, pos.first_acked, pos.oldest_pending, target)
         metrics.stall_recoveries.labels(tp.topic).inc()
         await consumer.seek(tp, target)
     return stalled

@@ -8,40 +8,57 @@ import pytest
 from faust.types import TP
 
 from app import retry
-from app.stalls import Watch, find_stalled
+from app.stalls import Position, Watch, find_stalled
 from domain.errors import TransientError
 
 
 def test_a_commit_point_that_does_not_move_past_read_records_is_a_stall() -> None:
     watched: dict[str, Watch] = {}
-    assert find_stalled({"p0": (270, 390)}, watched, now=0.0, stall_s=60) == []
-    assert find_stalled({"p0": (270, 900)}, watched, now=59.0, stall_s=60) == [], "not yet"
-    assert find_stalled({"p0": (270, 900)}, watched, now=60.0, stall_s=60) == ["p0"]
+    assert find_stalled({"p0": Position(270, 390)}, watched, now=0.0, stall_s=60) == []
+    assert find_stalled({"p0": Position(270, 900)}, watched, now=59.0, stall_s=60) == [], "not yet"
+    assert find_stalled({"p0": Position(270, 900)}, watched, now=60.0, stall_s=60) == ["p0"]
     # Then watched afresh: not rewound again at every round.
-    assert find_stalled({"p0": (270, 900)}, watched, now=61.0, stall_s=60) == []
-    assert find_stalled({"p0": (270, 900)}, watched, now=120.0, stall_s=60) == ["p0"]
+    assert find_stalled({"p0": Position(270, 900)}, watched, now=61.0, stall_s=60) == []
+    assert find_stalled({"p0": Position(270, 900)}, watched, now=120.0, stall_s=60) == ["p0"]
 
 
 def test_a_moving_commit_point_or_nothing_read_past_it_is_not_a_stall() -> None:
     watched: dict[str, Watch] = {}
     for second, committed in enumerate(range(0, 1000, 10)):      # busy and committing
-        assert find_stalled({"p1": (committed, committed + 500)}, watched, float(second * 10), 60) == []
+        assert find_stalled({"p1": Position(committed, committed + 500)}, watched, float(second * 10), 60) == []
     # Idle and fully committed: the last record read is just below the commit point.
     for second in range(0, 300, 10):
-        assert find_stalled({"p2": (5000, 4999)}, watched, float(second), 60) == []
+        assert find_stalled({"p2": Position(5000, 4999)}, watched, float(second), 60) == []
     assert "p2" not in watched
+
+
+def test_a_hole_seen_twice_is_rewound_without_waiting_for_the_backstop() -> None:
+    watched: dict[str, Watch] = {}
+    hole = Position(committed=128, read=11698, first_acked=391, oldest_pending=None)
+    assert hole.hole
+    assert find_stalled({"p6": hole}, watched, 0.0, 60) == []
+    assert find_stalled({"p6": hole}, watched, 5.0, 60) == ["p6"], "second round in a row"
+    # Something in flight below the acked ones may still fill the gap: not a hole.
+    filling = Position(committed=128, read=11698, first_acked=391, oldest_pending=128)
+    assert not filling.hole
+    watched.clear()
+    for second in (0.0, 5.0, 10.0):
+        assert find_stalled({"p7": filling}, watched, second, 60) == []
+    # A commit point with nothing acked behind it is no hole either (a batch in progress).
+    assert not Position(committed=128, read=600, first_acked=None, oldest_pending=128).hole
+    assert not Position(committed=None, read=600, first_acked=3, oldest_pending=None).hole
 
 
 def test_no_commit_yet_counts_as_a_commit_point_at_the_start() -> None:
     watched: dict[str, Watch] = {}
-    find_stalled({"p3": (None, 12)}, watched, 0.0, 30)
-    assert find_stalled({"p3": (None, 40)}, watched, 30.0, 30) == ["p3"]
+    find_stalled({"p3": Position(None, 12)}, watched, 0.0, 30)
+    assert find_stalled({"p3": Position(None, 40)}, watched, 30.0, 30) == ["p3"]
 
 
 def test_partitions_that_went_away_are_forgotten() -> None:
     watched: dict[str, Watch] = {}
-    find_stalled({"p4": (1, 9), "p5": (1, 9)}, watched, 0.0, 30)
-    find_stalled({"p5": (1, 9)}, watched, 10.0, 30)
+    find_stalled({"p4": Position(1, 9), "p5": Position(1, 9)}, watched, 0.0, 30)
+    find_stalled({"p5": Position(1, 9)}, watched, 10.0, 30)
     assert set(watched) == {"p5"}
 
 
@@ -92,6 +109,8 @@ class _Consumer:
     def __init__(self, positions: dict[TP, tuple[Any, Any]], earliest: int = 0) -> None:
         self._committed_offset = {tp: c for tp, (c, _) in positions.items()}
         self._read_offset = {tp: r for tp, (_, r) in positions.items()}
+        self._acked: dict[TP, list[int]] = {}
+        self._unacked_messages: set[Any] = set()
         self.earliest, self.seeks = earliest, []
 
     def assignment(self) -> set[TP]:
@@ -145,3 +164,30 @@ def test_check_rewinds_a_stuck_stream_partition_to_its_commit_point(monkeypatch:
 
     asyncio.run(rounds())
     assert sorted(consumer.seeks) == sorted([(stuck, 270), (fresh, 3)]), "no commit yet: the log start"
+
+
+class _Message:
+    def __init__(self, tp: TP, offset: int, acked: bool = False) -> None:
+        self.tp, self.offset, self.acked = tp, offset, acked
+
+
+def test_check_rewinds_a_hole_at_the_second_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import stalls
+    monkeypatch.setattr(stalls, "_watched", {})
+    clock = [0.0]
+    monkeypatch.setattr(stalls.time, "monotonic", lambda: clock[0])
+    holed, busy = TP("t.raw", 5), TP("t.raw", 6)
+    consumer = _Consumer({holed: (128, 11698), busy: (128, 11698)})
+    consumer._acked = {holed: [391, 392, 393], busy: [391, 392]}
+    # 128 was handed over and is still being processed on `busy`; on `holed` it never arrived,
+    # and the message at 128 that was "acked" too late (acked flag set, never counted) is no help.
+    consumer._unacked_messages = {_Message(busy, 128), _Message(holed, 128, acked=True), _Message(holed, 900)}
+    app = _App(consumer)
+
+    async def rounds() -> None:
+        assert await stalls.check(app, 600) == []
+        clock[0] += 5
+        assert await stalls.check(app, 600) == [holed]
+
+    asyncio.run(rounds())
+    assert consumer.seeks == [(holed, 128)]
