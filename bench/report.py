@@ -101,7 +101,10 @@ def table(r: dict[str, Any]) -> str:
            "(all cores, everything running) over the same pass.", "",
            "| contender | events/s | CPU µs/event | Cassandra µs/ev | Kafka µs/ev | PostgreSQL µs/ev "
            "| machine µs/ev | notes |", "|---|---:|---:|---:|---:|---:|---:|---|"]
-    out += [f"| {a} | {fmt(x['rate'])} | {fmt(x['cpu_us'])} | {cells(x)} | {d} |" for a, x, d in rows]
+    def rewinds(x: dict[str, Any]) -> str:
+        n = x.get("stall_recoveries", 0)
+        return f"; {n} stuck partition(s) rewound by the watchdog (duplicates counted)" if n else ""
+    out += [f"| {a} | {fmt(x['rate'])} | {fmt(x['cpu_us'])} | {cells(x)} | {d}{rewinds(x)} |" for a, x, d in rows]
     out += ["", "| measure | value | target | met? |", "|---|---:|---:|---|"]
     r_pass, r_base = w["rate"] / p["rate"], w["rate"] / b["rate"]
     cpu_pass, cpu_base = p["cpu_us"] / w["cpu_us"], b["cpu_us"] / w["cpu_us"]
