@@ -45,10 +45,13 @@ class Position:
 
     @property
     def hole(self) -> bool:
-        """Acked records wait behind the commit point, and nothing in flight can fill the gap:
-        the record at the commit point was lost between the fetch and the agent."""
+        """Acked records wait behind the commit point, the consumer has read past them, and
+        nothing in flight can fill the gap: the record at the commit point was lost between
+        the fetch and the agent. (Just after a rewind the consumer reads from the commit point
+        again, below the acked ones: no hole while the gap refills.)"""
         return (self.committed is not None and self.first_acked is not None
                 and self.first_acked > self.committed
+                and self.read is not None and self.read >= self.first_acked
                 and (self.oldest_pending is None or self.oldest_pending >= self.first_acked))
 
 

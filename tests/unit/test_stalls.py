@@ -44,6 +44,8 @@ def test_a_hole_seen_twice_is_rewound_without_waiting_for_the_backstop() -> None
     watched.clear()
     for second in (0.0, 5.0, 10.0):
         assert find_stalled({"p7": filling}, watched, second, 60) == []
+    # Just rewound: reading again from the commit point, below the acked ones: the gap refills.
+    assert not Position(committed=128, read=128, first_acked=391, oldest_pending=None).hole
     # A commit point with nothing acked behind it is no hole either (a batch in progress).
     assert not Position(committed=128, read=600, first_acked=None, oldest_pending=128).hole
     assert not Position(committed=None, read=600, first_acked=3, oldest_pending=None).hole
