@@ -134,5 +134,7 @@ async def check(app: Any, stall_s: float) -> list[Any]:
                     "a record there never reached the agent" if pos.hole else f"not moved for {stall_s:.0f}s",
                     pos.read, pos.first_acked, pos.oldest_pending, target)
         metrics.stall_recoveries.labels(tp.topic).inc()
-        await consumer.seek(tp, target)
+        # seek_wait runs the seek on the consumer's own thread and event loop (as faust's
+        # recovery does); Consumer.seek would touch aiokafka's fetcher from this thread.
+        await consumer.seek_wait({tp: target})
     return stalled
