@@ -1,0 +1,119 @@
+"""Start a worker on a backlog and check that every input record reaches a sink or the DLQ.
+
+The reproduction tool for the faust-streaming start-up bug described in app/stalls.py: N
+events are produced into a fresh input topic, then one `faust -A app.main worker` starts
+(optionally with the group's offsets committed at 0 first, as bench/pipeline.py's rewind
+does), and once the sinks stop growing, the source offsets named in the sinks' headers are
+compared with the input partitions' offsets. `--warm` first runs a whole pass, stops that
+worker, rewinds the group and checks the second start, which recovers a filled table
+changelog first: the benchmark's warm pass, where the bug struck most.
+
+    .venv/bin/python -m bench.backlog_start --events 60000 [--rewound | --warm] [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from app.adapters.cql import Cql
+from app.adapters.postgres import Postgres
+from app.settings import Settings
+from bench.pipeline import (Worker, close_offsets, create_topics, delete_topics, end_offsets, free_port, produce,
+                            read_since, rewind_group, stack_env)
+from domain.samples import samples
+from models.transaction import CATEGORIES
+
+
+async def settle(settings: Settings, sinks: list[str]) -> None:
+    """Until the sinks stop growing (15 s without a new record, 300 s at most)."""
+    last, still, t0 = -1, 0, time.monotonic()
+    while still < 3 and time.monotonic() - t0 < 300:
+        await asyncio.sleep(5)
+        got = sum((await end_offsets(settings.kafka_brokers, sinks)).values())
+        still = still + 1 if got == last else 0
+        last = got
+
+
+async def once(events: int, rewound: bool, warm: bool) -> dict[int, int]:
+    run = uuid.uuid4().hex[:8]
+    base = stack_env()
+    admin = base["APP_POSTGRES_DSN"].rsplit("/", 1)[0]
+    db, tmp = f"backlog_{run}", Path(f"/tmp/backlog-{run}")
+    conn = await asyncpg.connect(admin + "/postgres")
+    await conn.execute(f'CREATE DATABASE "{db}"')
+    await conn.close()
+    env = {**os.environ, **base, "APP_POSTGRES_DSN": f"{admin}/{db}", "APP_ENV": "test",
+           "APP_ID": f"backlog-{run}", "APP_TOPIC_PREFIX": f"k{run}.", "APP_CQL_KEYSPACE": f"k{run}",
+           "APP_DATA_DIR": str(tmp / "data"), "APP_WEB_PORT": str(free_port())}
+    settings = Settings.load(env)
+    pg, cql = Postgres(settings), Cql(settings)
+    worker = None
+    try:
+        await pg.migrate()
+        await pg.seed_demo_accounts(1000)
+        await cql.migrate()
+        src = settings.topic("transactions.raw")
+        await create_topics(settings.kafka_brokers, [src])
+        data = samples(events, bad_ratio=0, accounts=1000, seed=7)
+        await produce(settings.kafka_brokers, src, [(s.key, s.value) for s in data])
+        tmp.mkdir(parents=True, exist_ok=True)
+        sinks = [settings.sink_topic(c) for c in CATEGORIES] + [settings.topic(settings.dlq_topic)]
+        since: dict = {}
+        if warm:
+            first = Worker(env, tmp / "first.log", "uvloop").start()
+            await first.wait_ready()
+            await settle(settings, sinks)
+            first.stop()
+            since = await end_offsets(settings.kafka_brokers, sinks)
+        if rewound or warm:
+            await rewind_group(settings.kafka_brokers, settings.id, src)
+        worker = Worker(env, tmp / "worker.log", "uvloop").start()
+        await worker.wait_ready()
+        await settle(settings, sinks)
+        records = await read_since(settings.kafka_brokers, since, await end_offsets(settings.kafka_brokers, sinks))
+        seen = {(int(h["source-partition"]), int(h["source-offset"]))
+                for h in (dict(r.headers) for r in records) if h.get("source-topic") == src.encode()}
+        ends = await end_offsets(settings.kafka_brokers, [src])
+        missing = {tp.partition: sum((tp.partition, o) not in seen for o in range(end)) for tp, end in ends.items()}
+        rewinds = (tmp / "worker.log").read_text(errors="replace").count("seeking back")
+        print(f"run {run}: {len(records):,} sink records, {len(seen):,} distinct of {events:,}; "
+              f"missing per partition {dict(sorted(missing.items()))}; watchdog rewinds {rewinds}", flush=True)
+        return missing
+    finally:
+        if worker is not None:
+            worker.stop()
+        await cql.drop_keyspace()
+        await cql.close()
+        await pg.close()
+        conn = await asyncpg.connect(admin + "/postgres")
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.close()
+        await delete_topics(settings.kafka_brokers, [f"k{run}.", f"backlog-{run}-"])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=60_000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--rewound", action="store_true", help="commit the group's offsets at 0 before the start")
+    p.add_argument("--warm", action="store_true", help="a first whole pass, then a rewound second start")
+    args = p.parse_args()
+    async def runs() -> int:
+        try:
+            return sum([sum((await once(args.events, args.rewound, args.warm)).values()) for _ in range(args.runs)])
+        finally:
+            await close_offsets()
+
+    raise SystemExit(1 if asyncio.run(runs()) else 0)
+
+
+if __name__ == "__main__":
+    main()
