@@ -1,22 +1,26 @@
 """A watchdog for stream partitions whose commit point stopped moving.
 
-faust-streaming 0.15 can leave a partition with a hole: a record read past the commit
-point that never reaches the agent, or whose ack is lost, so the committed offset stays
-there for good while later records are processed (seen in bench/pipeline.py: two of eight
-partitions stuck at offset 270 after a worker started on a backlog; the likely cause is its
-recovery resuming stream partitions and fetching *before* it seeks them to the committed
-offsets, so a batch processed in that window is acked against offsets the seek then
-replaces). Nothing is lost on the broker, but the partition's lag never shrinks and a
-restart replays it all.
+faust-streaming 0.15 can leave a partition with a hole: records read past the commit point
+never reach the agent (or their ack is lost), so the committed offset stays there for good
+while later records are processed. Seen in bench/pipeline.py in 3 of 16 worker starts on a
+backlog: two partitions stuck at offset 270 (lag never shrinking), and "commit point 119,
+lowest acked 1,467". The likely cause is faust's recovery resuming the stream partitions,
+and fetching, before it seeks them to their committed offsets. Nothing is lost on the
+broker, but the partition's lag never shrinks until a restart.
 
 The cure is the at-least-once one: seek the partition back to its committed offset; the
 records from there are consumed again and the idempotent sinks absorb the repeats. A
-partition counts as stalled when, for `stall_s` seconds and outside any rebalance or
-retry of an outage, its commit point did not move although records at or past it were
-read.
+partition is rewound when, outside rebalances, table recovery and outages being retried,
+either a hole (acked records behind the commit point, the consumer past them, nothing in
+flight that could fill the gap) is seen at two rounds in a row, or its commit point has not
+moved for `stall_s` although records at or past it were read (the backstop).
 
-Prevention first: `batches` holds a taken batch while a rebalance is in progress, so that
-nothing is acked while faust resets its offsets.
+Not cured: should the same bug strike before a partition's first commit, faust's
+`Consumer._new_offset` skips its gap check (commit point 0/None) and may commit past the
+lost records; see issue 3's notes and bench/backlog_start.py.
+
+`batches` also holds a taken batch while a rebalance is in progress, so that nothing is
+acked while faust resets its offsets.
 """
 from __future__ import annotations
 
