@@ -1,9 +1,11 @@
-"""Small Kafka helpers outside the worker: counting and reading topics (reports and tests)."""
+"""Small Kafka helpers outside the worker: counting, reading and deleting topics (reports,
+tests and benchmarks)."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 def bootstrap(brokers: str) -> str:
@@ -60,3 +62,16 @@ async def read_all(brokers: str, topic: str, timeout_s: float = 10.0, **auth: An
         return out
     finally:
         await consumer.stop()
+
+
+async def delete_topics(brokers: str, prefixes: Sequence[str]) -> int:
+    """Delete every topic whose name starts with one of `prefixes`; returns how many."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
+        if names:
+            await admin.delete_topics(names)
+        return len(names)
+    finally:
+        await admin.close()

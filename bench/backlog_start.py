@@ -25,8 +25,9 @@ import asyncpg
 from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
 from app.settings import Settings
-from bench.pipeline import (Worker, close_offsets, create_topics, delete_topics, end_offsets, free_port, produce,
-                            read_since, rewind_group, stack_env)
+from app.kafka_tools import delete_topics
+from bench.pipeline import (Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
+                            rewind_group, stack_env)
 from domain.samples import samples
 from models.transaction import CATEGORIES
 

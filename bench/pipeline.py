@@ -64,7 +64,7 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from app.kafka_tools import bootstrap  # noqa: E402
+from app.kafka_tools import bootstrap, delete_topics  # noqa: E402
 from app.adapters.postgres import Postgres  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from models.transaction import CATEGORIES  # noqa: E402
@@ -184,18 +184,6 @@ async def create_topics(brokers: str, names: Iterable[str]) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
-    finally:
-        await admin.close()
-
-
-async def delete_topics(brokers: str, prefixes: Sequence[str]) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
-        if names:
-            await admin.delete_topics(names)
-        return len(names)
     finally:
         await admin.close()
 

@@ -60,18 +60,21 @@ def replay_headers(origin: str, attempts: int, first_failed_at: Optional[datetim
     return headers
 
 
-def header_names(headers: Headers) -> set[str]:
+def _as_dict(headers: Headers) -> dict[str, bytes]:
+    """aiokafka gives headers as (name, value) pairs; accept a mapping too."""
     if not headers:
-        return set()
-    return set(headers.keys()) if isinstance(headers, Mapping) else {name for name, _ in headers}
+        return {}
+    return dict(headers.items() if isinstance(headers, Mapping) else headers)
+
+
+def header_names(headers: Headers) -> set[str]:
+    return set(_as_dict(headers))
 
 
 def prior_failure(headers: Headers) -> tuple[int, Optional[datetime]]:
     """(attempts so far, first failure) from a replayed message's headers; (0, None) for a
     message that was never dead-lettered, or whose headers are unreadable."""
-    if not headers:
-        return 0, None
-    found = dict(headers.items() if isinstance(headers, Mapping) else headers)
+    found = _as_dict(headers)
     try:
         attempts = max(0, int(found.get(ATTEMPTS_HEADER, b"0")))
     except ValueError:

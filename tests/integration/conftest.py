@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import asyncpg
 import pytest
 
+from app.kafka_tools import delete_topics
 from tests.integration.support import ROOT, Worker, free_port
 
 
@@ -111,24 +112,8 @@ def app_env(stack: dict[str, str], run_id: str, tmp_path: Path, pg_dsn: str) -> 
     }
     yield env
     drop_keyspace(env)
-    asyncio.run(delete_topics(env))
-
-
-async def delete_topics(env: dict[str, str]) -> None:
-    """The test's topics: its prefix's, and faust's own (changelogs, assignor) named after APP_ID."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from app.kafka_tools import bootstrap
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(env["APP_KAFKA_BROKERS"]))
-    await admin.start()
-    try:
-        prefixes = (env["APP_TOPIC_PREFIX"], env["APP_ID"] + "-")
-        names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    # The test's topics: its prefix's, and faust's own (changelogs, assignor) named after APP_ID.
+    asyncio.run(delete_topics(env["APP_KAFKA_BROKERS"], [env["APP_TOPIC_PREFIX"], env["APP_ID"] + "-"]))
 
 
 def drop_keyspace(env: dict[str, str]) -> None:

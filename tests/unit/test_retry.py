@@ -3,24 +3,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Awaitable, Callable, TypeVar
 
 import pytest
 
 from app.retry import retry_transient, until_done
 from domain.errors import TransientError
 
+T = TypeVar("T")
+
 
 def test_until_done_retries_an_unforeseen_error_and_logs_it(caplog: pytest.LogCaptureFixture,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(asyncio, "sleep", _no_sleep)
-    calls = []
-
-    async def flaky() -> str:
-        calls.append(1)
-        if len(calls) < 3:
-            raise KeyError("boom")
-        return "ok"
-
+    flaky, calls = _failing(2, KeyError("boom"), "ok")
     with caplog.at_level(logging.ERROR):
         assert asyncio.run(until_done(flaky, what="batch")) == "ok"
     assert len(calls) == 3
@@ -41,14 +37,7 @@ def test_until_done_lets_cancellation_through() -> None:
 def test_retry_transient_logs_once_per_change_of_state(caplog: pytest.LogCaptureFixture,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(asyncio, "sleep", _no_sleep)
-    calls = []
-
-    async def outage() -> int:
-        calls.append(1)
-        if len(calls) < 5:
-            raise TransientError("down")
-        return 7
-
+    outage, _ = _failing(4, TransientError("down"), 7)
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(retry_transient(outage, what="PostgreSQL")) == 7
     messages = [r.message for r in caplog.records]
@@ -58,3 +47,16 @@ def test_retry_transient_logs_once_per_change_of_state(caplog: pytest.LogCapture
 
 async def _no_sleep(_: float) -> None:
     return None
+
+
+def _failing(times: int, error: Exception, result: T) -> tuple[Callable[[], Awaitable[T]], list[int]]:
+    """A call that raises `error` `times` times, then returns `result`; and its call log."""
+    calls: list[int] = []
+
+    async def call() -> T:
+        calls.append(1)
+        if len(calls) <= times:
+            raise error
+        return result
+
+    return call, calls
