@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faust
+from mode.utils.objects import cached_property
 
+from app.faust_fixes import FlowControl, Transport
 from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
 from app.settings import ROOT, load_or_exit
@@ -14,6 +17,16 @@ settings = load_or_exit()
 
 
 class App(faust.App):
+    # faust-streaming's faults that lose or strand records, repaired: app/faust_fixes.py
+    offset_gaps = settings.kafka_offset_gaps
+
+    def _new_transport(self) -> Any:
+        return Transport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControl:
+        return FlowControl(loop=self.loop)
+
     async def on_first_start(self) -> None:
         await super().on_first_start()
         apply_level(settings)      # the worker CLI's `-l` set up logging just before this

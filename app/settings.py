@@ -124,6 +124,10 @@ class Settings:
                                     "(SSL/SASL_SSL); empty: the system's CAs.")
     kafka_session_timeout_s: float = setting(30.0, _float, "Consumer group session timeout: how soon the "
                                              "partitions of a dead worker move to the others.")
+    kafka_offset_gaps: bool = setting(False, _bool, "Input topics may have offsets without a record "
+                                      "(transactional producers upstream, compacted topics): the commit "
+                                      "point may then pass them. Off: it never passes an unprocessed offset "
+                                      "(app/faust_fixes.py).")
     stall_check_s: float = setting(60.0, _float, "A stream partition whose commit point has not moved for this "
                                    "long although records past it were read is rewound to it (app/stalls.py); "
                                    "0 turns the watchdog off.")

@@ -42,7 +42,7 @@ async def settle(settings: Settings, sinks: list[str]) -> None:
         last = got
 
 
-async def once(events: int, rewound: bool, warm: bool) -> dict[int, int]:
+async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0) -> dict[int, int]:
     run = uuid.uuid4().hex[:8]
     base = stack_env()
     admin = base["APP_POSTGRES_DSN"].rsplit("/", 1)[0]
@@ -75,6 +75,11 @@ async def once(events: int, rewound: bool, warm: bool) -> dict[int, int]:
             since = await end_offsets(settings.kafka_brokers, sinks)
         if rewound or warm:
             await rewind_group(settings.kafka_brokers, settings.id, src)
+        if kill:
+            first = Worker(env, tmp / "worker.log", "uvloop").start()
+            await first.wait_ready()
+            await asyncio.sleep(kill)
+            first.kill()
         worker = Worker(env, tmp / "worker.log", "uvloop").start()
         await worker.wait_ready()
         await settle(settings, sinks)
@@ -84,6 +89,11 @@ async def once(events: int, rewound: bool, warm: bool) -> dict[int, int]:
         ends = await end_offsets(settings.kafka_brokers, [src])
         missing = {tp.partition: sum((tp.partition, o) not in seen for o in range(end)) for tp, end in ends.items()}
         rewinds = (tmp / "worker.log").read_text(errors="replace").count("seeking back")
+        if any(missing.values()) or rewinds:
+            kept = Path("/tmp/backlog-logs") / run
+            kept.mkdir(parents=True, exist_ok=True)
+            for f in tmp.glob("*.log"):
+                shutil.copy(f, kept / f.name)
         print(f"run {run}: {len(records):,} sink records, {len(seen):,} distinct of {events:,}; "
               f"missing per partition {dict(sorted(missing.items()))}; watchdog rewinds {rewinds}", flush=True)
         return missing
@@ -106,10 +116,13 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rewound", action="store_true", help="commit the group's offsets at 0 before the start")
     p.add_argument("--warm", action="store_true", help="a first whole pass, then a rewound second start")
+    p.add_argument("--kill", type=float, default=0.0, metavar="S",
+                   help="SIGKILL the worker S seconds after it is ready, then start another at once")
     args = p.parse_args()
     async def runs() -> int:
         try:
-            return sum([sum((await once(args.events, args.rewound, args.warm)).values()) for _ in range(args.runs)])
+            missing = [await once(args.events, args.rewound, args.warm, args.kill) for _ in range(args.runs)]
+            return sum(sum(m.values()) for m in missing)
         finally:
             await close_offsets()
 

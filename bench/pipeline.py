@@ -176,6 +176,12 @@ class Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: no commit, no leave-group, as a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
 
 # --- Kafka helpers --------------------------------------------------------------------------
 

@@ -121,8 +121,8 @@ class _Consumer:
     async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
         return {tp: self.earliest for tp in tps}
 
-    async def seek_wait(self, partitions: dict[TP, int]) -> None:
-        self.seeks.extend(partitions.items())
+    async def rewind(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
 
 
 class _Recovery:

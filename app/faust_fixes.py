@@ -1,0 +1,118 @@
+"""Repairs to faust-streaming 0.15.3, so that a commit never passes a record that was read
+but not processed. The faults are faust's; the names below are its own.
+
+Found with `bench/backlog_start.py --kill 3` (SIGKILL a worker on a backlog, start another
+at once): without these repairs 2 of 10 starts lost records for good (178 and 3,601 of
+40,000) with the commit point already past them, and most starts left a partition stuck
+behind a hole the watchdog (app/stalls.py) had to rewind.
+
+0. *The root cause: resuming flow empties the stream queues.* At the end of a recovery faust
+   resumes the stream partitions, awaits the seek to the committed offsets while the fetcher
+   runs, and only then calls `app.flow_control.resume()`, which clears every stream queue
+   (`mode.utils.queues.FlowControlEvent.resume`) even when the flow was not suspended. The
+   records fetched meanwhile are wiped after the read offset passed them: seen as an agent
+   receiving offset 203 then 735 of a partition read without a gap. Repair: `FlowControl`
+   clears the queues only when it resumes from a suspension (a rebalance suspends and clears
+   them itself; nothing enters them while suspended).
+
+The records a rebalance drops on purpose (fetched for an older generation: the stream skips
+them; or left in a batch when the generation changes) are fetched again because faust seeks
+every partition back to its commit point afterwards; three more faults break that promise:
+
+1. *Partitions without a commit are not repositioned.* aiokafka's `seek_to_committed` skips a
+   partition whose committed offset is None or 0. Repair: such partitions of acked topics go
+   back to their beginning (the app's `consumer_auto_offset_reset` is "earliest"), and that
+   offset is remembered as their start.
+2. *No head check without a commit.* `Consumer._new_offset` compares the lowest acked offset
+   with the commit point only when the latter is truthy (not None, not 0), and then lets one
+   offset pass. Repair: the start from (1) stands in for a missing commit point, and without
+   gaps (3) the check is exact.
+3. *Jumps taken for gaps in the log.* When the read offset jumps, faust counts the offsets in
+   between as processed (`Consumer._add_gap`, meant for transaction markers and compacted
+   topics); a read offset reset by a seek and then met by a record fetched before it is such
+   a jump. Repair: no gaps unless the input topics may have them (`APP_KAFKA_OFFSET_GAPS`).
+
+What is left can only hold a commit point back, never move it past a record: the watchdog
+then rewinds the partition with `Consumer.rewind`, which also holds back the records of that
+partition fetched before the rewind (all past the commit point, since the consumer had read
+past the hole) until the record at the target arrives, so they cannot push the read offset
+ahead again.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator, Mapping, Optional, Tuple
+
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, Message
+from mode.utils.queues import FlowControlEvent
+
+REWIND_FILTER_S = 30.0   # a rewind target never seen (deleted by retention meanwhile) stops filtering
+
+
+class FlowControl(FlowControlEvent):
+    # (0)
+    def resume(self) -> None:
+        suspended = not self.is_active()
+        self._suspend.clear()
+        self._resume.set()
+        if suspended:
+            self.clear()
+
+
+class Consumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._starts: dict[TP, int] = {}                      # where partitions with no commit were sought to
+        self._rewinds: dict[TP, Tuple[int, float]] = {}       # partition -> (target, until)
+
+    @property
+    def _gaps_allowed(self) -> bool:
+        return bool(getattr(self.app, "offset_gaps", False))
+
+    # (3)
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        if self._gaps_allowed:
+            await super()._add_gap(tp, offset_from, offset_to)
+
+    # (1)
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        fresh = [tp for tp, offset in committed.items()
+                 if not offset and self.app.topics.acks_enabled_for(tp.topic)]
+        if fresh:
+            await self._thread.seek_to_beginning(*fresh)
+            for tp in fresh:
+                start = await self.position(tp)
+                if start is not None:
+                    self._starts[TP(tp.topic, tp.partition)] = start
+        return committed
+
+    # (2)
+    def _new_offset(self, tp: TP) -> Optional[int]:
+        acked = self._acked[tp]
+        if acked:
+            head = self._committed_offset[tp] or self._starts.get(tp, self._committed_offset[tp])
+            if head is not None and min(acked) - head > (1 if self._gaps_allowed else 0):
+                return None       # the record at the head is not processed yet
+        return super()._new_offset(tp)
+
+    # the watchdog's seek (app/stalls.py)
+    async def rewind(self, tp: TP, offset: int) -> None:
+        self._rewinds[tp] = (offset, time.monotonic() + REWIND_FILTER_S)
+        await self.seek_wait({tp: offset})
+
+    async def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
+        rewinds = self._rewinds
+        async for tp, message in super().getmany(timeout):
+            if rewinds and tp in rewinds:
+                target, until = rewinds[tp]
+                if message.offset == target or time.monotonic() > until:
+                    del rewinds[tp]
+                else:
+                    continue      # fetched before the rewind: Kafka sends it again after the target
+            yield tp, message
+
+
+class Transport(driver.Transport):
+    Consumer = Consumer

@@ -1,0 +1,209 @@
+"""The repairs to faust (app/faust_fixes.py), each next to faust's own behaviour.
+
+The consumer is built without a broker (`__new__` plus the bookkeeping faust keeps); faust's
+parent methods that would talk to Kafka are replaced by stand-ins that record the calls.
+The whole consumer runs against the real stack in the integration tests and in
+bench/backlog_start.py."""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any, AsyncIterator
+
+import pytest
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from app.faust_fixes import Consumer, FlowControl
+
+RAW0, RAW1 = TP("transactions.raw", 0), TP("transactions.raw", 1)
+CHANGELOG = TP("app-accounts-cache-changelog", 0)
+
+
+def bare_consumer(offset_gaps: bool = False) -> Consumer:
+    c = Consumer.__new__(Consumer)
+    c._starts, c._rewinds = {}, {}
+    c._acked = defaultdict(list)
+    c._acked_index = defaultdict(set)
+    c._gap = defaultdict(IntervalTree)
+    c._committed_offset = defaultdict(lambda: None)
+    c.app = SimpleNamespace(offset_gaps=offset_gaps,
+                            topics=SimpleNamespace(acks_enabled_for=lambda topic: "changelog" not in topic))
+    return c
+
+
+def ack(c: Consumer, tp: TP, offsets: range) -> None:
+    c._acked[tp].extend(offsets)
+    c._acked_index[tp].update(offsets)
+
+
+# (0) resuming flow --------------------------------------------------------------------
+
+def test_resuming_a_flow_that_was_not_suspended_keeps_the_queued_records() -> None:
+    """faust calls flow_control.resume() at the end of every recovery, after the fetcher has
+    already queued records for the agents; mode's FlowControlEvent wipes them."""
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    async def queued_after_resume(flow: FlowControlEvent) -> int:
+        q: FlowControlQueue[int] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+        flow.resume()                    # flow starts suspended; the changelog phase resumes it
+        for offset in range(204, 735):
+            q.put_nowait(offset)
+        flow.resume()
+        return q.qsize()
+
+    assert asyncio.run(queued_after_resume(FlowControlEvent())) == 0, "faust's own: wiped"
+    assert asyncio.run(queued_after_resume(FlowControl())) == 531
+
+
+def test_resuming_after_a_suspension_still_clears_the_queues() -> None:
+    from mode.utils.queues import FlowControlQueue
+
+    async def scenario() -> tuple[bool, int]:
+        flow = FlowControl()
+        q: FlowControlQueue[int] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+        q.put_nowait(1)                  # queued before the rebalance: stale after it
+        flow.suspend()
+        flow.resume()
+        return flow.is_active(), q.qsize()
+
+    assert asyncio.run(scenario()) == (True, 0)
+
+
+# (3) no gaps ---------------------------------------------------------------------------
+
+def test_a_jump_of_the_read_offset_is_not_counted_as_processed() -> None:
+    """faust's drain loop calls `_add_gap(tp, 1420, 1597)` when the read offset, just reset to
+    the commit point 1419 by a seek, meets a stale record 1598. Records 1420..1597 had not
+    been processed (bench/backlog_start.py run d1b539bb lost exactly those 178)."""
+    faust_alone, repaired = bare_consumer(), bare_consumer()
+    for c in (faust_alone, repaired):
+        c._committed_offset[RAW0] = 1419
+    asyncio.run(driver.Consumer._add_gap(faust_alone, RAW0, 1420, 1597))
+    asyncio.run(repaired._add_gap(RAW0, 1420, 1597))
+    for c in (faust_alone, repaired):
+        ack(c, RAW0, range(1419, 1420))
+        ack(c, RAW0, range(1598, 1700))
+    assert driver.Consumer._new_offset(faust_alone, RAW0) == 1700, "faust commits past 1420..1597"
+    assert repaired._new_offset(RAW0) == 1420, "the commit point stops at the first unprocessed record"
+
+
+def test_gaps_are_kept_when_the_input_topics_may_have_them() -> None:
+    c = bare_consumer(offset_gaps=True)
+    c._committed_offset[RAW0] = 99
+    asyncio.run(c._add_gap(RAW0, 100, 100))          # a transaction marker at offset 100
+    ack(c, RAW0, range(99, 100))
+    ack(c, RAW0, range(101, 150))
+    assert c._new_offset(RAW0) == 150
+
+
+# (2) the head check -------------------------------------------------------------------
+
+def test_faust_alone_commits_past_unprocessed_records_when_nothing_was_committed_yet() -> None:
+    """The fault itself: 0..699 were read and dropped, 700..999 processed; faust commits 1000."""
+    c = bare_consumer()
+    ack(c, RAW0, range(700, 1000))
+    assert driver.Consumer._new_offset(c, RAW0) == 1000
+
+
+def test_without_a_commit_the_start_stands_in_for_the_commit_point() -> None:
+    c = bare_consumer()
+    c._starts[RAW0] = 0
+    ack(c, RAW0, range(700, 1000))
+    assert c._new_offset(RAW0) is None, "0..699 not processed: nothing may be committed"
+    ack(c, RAW0, range(0, 700))
+    assert c._new_offset(RAW0) == 1000
+
+
+def test_a_commit_at_zero_gets_the_head_check_too() -> None:
+    faust_alone, repaired = bare_consumer(), bare_consumer()
+    for c in (faust_alone, repaired):
+        c._committed_offset[RAW0] = 0
+        ack(c, RAW0, range(500, 600))
+    assert driver.Consumer._new_offset(faust_alone, RAW0) == 600, "faust treats a commit at 0 as none"
+    assert repaired._new_offset(RAW0) is None
+
+
+def test_the_head_check_is_exact_without_gaps_and_lets_one_offset_pass_with_them() -> None:
+    for gaps, expected in ((False, None), (True, 1600)):
+        c = bare_consumer(offset_gaps=gaps)
+        c._committed_offset[RAW1] = 187
+        ack(c, RAW1, range(188, 1600))      # 187 itself was dropped
+        assert c._new_offset(RAW1) == expected
+
+
+def test_with_a_commit_point_and_every_record_processed_the_commit_moves() -> None:
+    c = bare_consumer()
+    c._committed_offset[RAW1] = 187
+    ack(c, RAW1, range(1514, 1600))
+    assert c._new_offset(RAW1) is None
+    ack(c, RAW1, range(187, 1514))
+    assert c._new_offset(RAW1) == 1600
+
+
+# (1) partitions with no commit ----------------------------------------------------------
+
+def test_partitions_without_a_commit_are_sought_to_their_beginning(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer()
+    sought: list[tuple[TP, ...]] = []
+
+    async def parent_seek_to_committed(self: Any) -> dict[TP, Any]:
+        return {RAW0: 270, RAW1: None, CHANGELOG: None}
+
+    async def seek_to_beginning(*tps: TP) -> None:
+        sought.append(tps)
+
+    async def position(tp: TP) -> int:
+        return 42
+
+    monkeypatch.setattr(driver.Consumer, "seek_to_committed", parent_seek_to_committed)
+    c._thread = SimpleNamespace(seek_to_beginning=seek_to_beginning, position=position)
+    assert asyncio.run(c.seek_to_committed()) == {RAW0: 270, RAW1: None, CHANGELOG: None}
+    assert sought == [(RAW1,)], "committed partitions and changelogs (no acks) are left alone"
+    assert c._starts == {RAW1: 42}
+
+
+# the watchdog's rewind --------------------------------------------------------------------
+
+def test_after_a_rewind_records_fetched_before_it_are_held_back_until_the_target(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer()
+    sought: list[dict[TP, int]] = []
+    # A batch fetched before the rewind of RAW0 to 187 still holds 4451.. (stale); then the
+    # records from 187 arrive. RAW1 is not touched.
+    fetched = [(RAW0, 4451), (RAW1, 900), (RAW0, 4452), (RAW0, 187), (RAW1, 901), (RAW0, 188)]
+
+    async def parent_seek_wait(self: Any, partitions: dict[TP, int]) -> None:
+        sought.append(dict(partitions))
+
+    async def parent_getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
+        for tp, offset in fetched:
+            yield tp, SimpleNamespace(offset=offset)
+
+    monkeypatch.setattr(driver.Consumer, "seek_wait", parent_seek_wait)
+    monkeypatch.setattr(driver.Consumer, "getmany", parent_getmany)
+
+    async def scenario() -> list[tuple[TP, int]]:
+        await c.rewind(RAW0, 187)
+        return [(tp, m.offset) async for tp, m in c.getmany(1.0)]
+
+    assert asyncio.run(scenario()) == [(RAW1, 900), (RAW0, 187), (RAW1, 901), (RAW0, 188)]
+    assert sought == [{RAW0: 187}]
+    assert c._rewinds == {}, "once the target arrived, nothing more is held back"
+
+
+def test_a_rewind_target_that_never_arrives_stops_holding_records_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer()
+    c._rewinds[RAW0] = (187, 0.0)        # its deadline has passed (e.g. retention deleted 187)
+
+    async def parent_getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
+        yield RAW0, SimpleNamespace(offset=5000)
+
+    monkeypatch.setattr(driver.Consumer, "getmany", parent_getmany)
+
+    async def one_batch() -> list[tuple[TP, int]]:
+        return [(tp, m.offset) async for tp, m in c.getmany(1.0)]
+
+    assert asyncio.run(one_batch()) == [(RAW0, 5000)]
