@@ -1,11 +1,11 @@
-"""Small Kafka helpers outside the worker: counting, reading and deleting topics (reports,
-tests and benchmarks)."""
+"""Small Kafka helpers outside the worker: counting, reading, creating and deleting topics
+(reports, tests and benchmarks)."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
 def bootstrap(brokers: str) -> str:
@@ -62,6 +62,16 @@ async def read_all(brokers: str, topic: str, timeout_s: float = 10.0, **auth: An
         return out
     finally:
         await consumer.stop()
+
+
+async def create_topics(brokers: str, names: Iterable[str], partitions: int, replicas: int = 1) -> None:
+    """Create topics as a worker would declare them, e.g. for a backlog sent before it starts."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, replicas) for n in names])
+    finally:
+        await admin.close()
 
 
 async def delete_topics(brokers: str, prefixes: Sequence[str]) -> int:

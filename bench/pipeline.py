@@ -62,8 +62,8 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
+from app import kafka_tools  # noqa: E402
 from app.kafka_tools import bootstrap, delete_topics  # noqa: E402
 from app.adapters.postgres import Postgres  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -186,12 +186,7 @@ class Worker:
 # --- Kafka helpers --------------------------------------------------------------------------
 
 async def create_topics(brokers: str, names: Iterable[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
-    finally:
-        await admin.close()
+    await kafka_tools.create_topics(brokers, names, PARTITIONS)
 
 
 _OFFSETS: dict[str, AIOKafkaConsumer] = {}

@@ -15,9 +15,8 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.kafka_tools import bootstrap, read_all
+from app.kafka_tools import bootstrap, create_topics, read_all
 from domain.sales_samples import OrderSample, expected_table, order_samples
 from tests.integration.support import FAUST, ROOT, wait_until
 
@@ -57,13 +56,8 @@ async def rows_per_batch(settings: Any) -> collections.Counter[int]:
 
 async def create_topic(settings: Any) -> None:
     """The sales topic as the worker would declare it, for a backlog sent before it starts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings.kafka_brokers))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(settings.topic(settings.sales_topic), settings.topic_partitions,
-                                            settings.topic_replicas)])
-    finally:
-        await admin.close()
+    await create_topics(settings.kafka_brokers, [settings.topic(settings.sales_topic)], settings.topic_partitions,
+                        settings.topic_replicas)
 
 
 async def produce(settings: Any, samples: Iterable[OrderSample],
