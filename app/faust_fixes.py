@@ -102,10 +102,15 @@ class Consumer(driver.Consumer):
         self._rewinds[tp] = (offset, time.monotonic() + REWIND_FILTER_S)
         await self.seek_wait({tp: offset})
 
-    async def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
+    def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
+        records = super().getmany(timeout)
+        # No extra layer per record unless a rewind is pending (the usual case: none).
+        return self._held_back(records) if self._rewinds else records
+
+    async def _held_back(self, records: AsyncIterator[Tuple[TP, Message]]) -> AsyncIterator[Tuple[TP, Message]]:
         rewinds = self._rewinds
-        async for tp, message in super().getmany(timeout):
-            if rewinds and tp in rewinds:
+        async for tp, message in records:
+            if tp in rewinds:
                 target, until = rewinds[tp]
                 if message.offset == target or time.monotonic() > until:
                     del rewinds[tp]
