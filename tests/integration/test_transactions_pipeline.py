@@ -143,7 +143,7 @@ def test_a_worker_killed_on_a_backlog_and_replaced_loses_nothing_and_strands_no_
     """A start on a backlog is where faust-streaming lost or stranded records (app/faust_fixes.py):
     the worker is SIGKILLed 3 s after it is ready, and another one starts at once and recovers
     with records already waiting (as bench/backlog_start.py --kill 3, which lost records in 2 of
-    10 starts without the repairs; this test failed 1 of 2 runs without them, 0 of 4 with)."""
+    10 starts without the repairs; this test failed 1 of 2 runs without them)."""
     data = samples(40_000, bad_ratio=0.03, accounts=1000, seed=37)
     event_loop_run(create_topics(settings.kafka_brokers, [settings.topic(settings.input_topics[0])],
                                  settings.topic_partitions, settings.topic_replicas))
