@@ -40,6 +40,7 @@ ahead again.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, AsyncIterator, Mapping, Optional, Tuple
 
@@ -82,10 +83,9 @@ class Consumer(driver.Consumer):
                  if not offset and self.app.topics.acks_enabled_for(tp.topic)]
         if fresh:
             await self._thread.seek_to_beginning(*fresh)
-            for tp in fresh:
-                start = await self.position(tp)
-                if start is not None:
-                    self._starts[TP(tp.topic, tp.partition)] = start
+            starts = await asyncio.gather(*(self.position(tp) for tp in fresh))
+            self._starts.update({TP(tp.topic, tp.partition): start
+                                 for tp, start in zip(fresh, starts, strict=True) if start is not None})
         return committed
 
     # (2)

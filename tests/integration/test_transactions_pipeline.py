@@ -51,6 +51,19 @@ def check_outcomes(settings: Any, data: list[Any], known: int, event_loop_run: A
         assert row.stage in ("decode", "validate", "enrich") and row.error and row.worker_id
 
 
+def check_outcomes_after_restart(settings: Any, data: list[Any], known: int, event_loop_run: Any,
+                                 timeout_s: float) -> None:
+    """Once every good event is forwarded (counts alone mislead: a replay adds duplicates),
+    the outcomes of check_outcomes, duplicate sends allowed."""
+    good, _ = split(data, known)
+
+    async def all_good_forwarded() -> bool:
+        return set(await forwarded(settings)) >= good
+
+    event_loop_run(wait_until(all_good_forwarded, timeout_s, "every good event after the restart", 2.0))
+    check_outcomes(settings, data, known, event_loop_run, allow_duplicate_sends=True)
+
+
 def bad_positions(data: list[Any], known: int) -> list[Any]:
     return [s for s in data if expected_reason(s, known) is not None]
 
@@ -129,13 +142,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_history(
 
     event_loop_run(scenario())
     workers().start()
-    good, _ = split(data, accounts)
-
-    async def all_good_forwarded() -> bool:   # counts alone mislead: a replay adds duplicates
-        return set(await forwarded(settings)) >= good
-
-    event_loop_run(wait_until(all_good_forwarded, 120, "every good event after the restart", 2.0))
-    check_outcomes(settings, data, accounts, event_loop_run, allow_duplicate_sends=True)
+    check_outcomes_after_restart(settings, data, accounts, event_loop_run, timeout_s=120)
 
 
 def test_a_worker_killed_on_a_backlog_and_replaced_loses_nothing_and_strands_no_partition(
@@ -152,13 +159,7 @@ def test_a_worker_killed_on_a_backlog_and_replaced_loses_nothing_and_strands_no_
     time.sleep(3)
     first.kill()
     second = workers(APP_BATCH_WAIT_S="0.5").start()
-    good, _ = split(data, accounts)
-
-    async def all_good_forwarded() -> bool:
-        return set(await forwarded(settings)) >= good
-
-    event_loop_run(wait_until(all_good_forwarded, 240, "every good event after the restart", 2.0))
-    check_outcomes(settings, data, accounts, event_loop_run, allow_duplicate_sends=True)
+    check_outcomes_after_restart(settings, data, accounts, event_loop_run, timeout_s=240)
     assert "seeking back" not in second.log_path.read_text(errors="replace"), "a partition was stranded"
 
 
