@@ -31,9 +31,9 @@ async def process_clicks(stream: StreamT) -> None:
                        within=settings.batch_wait_s, progress=resources.progress)
 
 
-def parse(value: Optional[bytes]) -> Union[Click, PermanentError]:
+def parse(value: Optional[bytes], now: datetime) -> Union[Click, PermanentError]:
     try:
-        return to_click(resources.clicks_avro.decode(value))
+        return to_click(resources.clicks_avro.decode(value), rules=settings.time_rules, now=now)
     except PermanentError as err:
         return err
     except Exception as exc:  # noqa: BLE001 - isolated to this event, see app/batching.py
@@ -45,8 +45,8 @@ async def process_batch(events: Sequence[EventT]) -> None:
     values = [event.message.value for event in events]
     with stage(Stage.DECODE):
         await retry_transient(lambda: resources.clicks_avro.prefetch(values), what="Schema Registry")
-    outcomes = [parse(value) for value in values]
     processed_at = datetime.now(timezone.utc)
+    outcomes = [parse(value, processed_at) for value in values]
     rows, clicks = [], []
     for event, outcome in zip(events, outcomes, strict=True):
         if isinstance(outcome, Click):

@@ -6,11 +6,12 @@ import random
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import orjson
 
 from domain.errors import PermanentError, Reason, Stage
+from domain.parsing import DEFAULT_TIME_RULES, TimeRules, check_plausible, from_epoch_millis, text
 
 MAX_URL = 2048
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -23,19 +24,20 @@ class Click:
     clicked_at: datetime      # timezone-aware UTC (Avro timestamp-millis, or a long of epoch millis)
 
 
-def to_click(decoded: Mapping[str, Any]) -> Click:
-    """The Avro schema fixes the types; what is left to check is emptiness, size and the time."""
+def to_click(decoded: Mapping[str, Any], *, rules: TimeRules = DEFAULT_TIME_RULES,
+             now: Optional[datetime] = None) -> Click:
+    """The Avro schema fixes the types; what is left to check is emptiness, size, control
+    characters (user_id is a CQL partition key) and the time (domain/parsing.py's rules)."""
     user_id, url, clicked_at = decoded.get("user_id"), decoded.get("url"), decoded.get("timestamp")
     if not user_id:
         raise PermanentError(Stage.VALIDATE, Reason.MISSING_FIELD, "user_id is empty")
     if not url:
         raise PermanentError(Stage.VALIDATE, Reason.MISSING_FIELD, "url is empty")
-    if len(url) > MAX_URL:
-        raise PermanentError(Stage.VALIDATE, Reason.INVALID_FIELD, f"url is longer than {MAX_URL} characters")
-    return Click(str(user_id), str(url), _clicked_at(clicked_at))
+    return Click(text(user_id, "user_id"), text(url, "url", max_length=MAX_URL),
+                 check_plausible(_clicked_at(clicked_at, rules, now), "timestamp", rules=rules, now=now))
 
 
-def _clicked_at(value: Any) -> datetime:
+def _clicked_at(value: Any, rules: TimeRules, now: Optional[datetime]) -> datetime:
     """The click's `timestamp` as an aware UTC datetime; PermanentError(invalid_timestamp)
     for anything else. The one place that converts it (a plausibility check goes here).
 
@@ -51,15 +53,10 @@ def _clicked_at(value: Any) -> datetime:
         try:
             return value.astimezone(timezone.utc)
         except (OverflowError, OSError, ValueError, TypeError) as exc:   # TypeError: a tzinfo's bad offset
-            raise PermanentError(Stage.VALIDATE, Reason.INVALID_TIMESTAMP,
+            raise PermanentError(Stage.VALIDATE, Reason.TIMESTAMP_OUT_OF_RANGE,
                                  f"timestamp {value!r} cannot be converted to UTC ({exc})") from None
     if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return EPOCH + timedelta(milliseconds=value)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise PermanentError(Stage.VALIDATE, Reason.INVALID_TIMESTAMP,
-                                 f"timestamp {value} (epoch milliseconds) is not a date in years 1-9999 "
-                                 f"({exc})") from None
+        return from_epoch_millis(value, "timestamp", rules=rules, now=now)
     raise PermanentError(Stage.VALIDATE, Reason.INVALID_TIMESTAMP,
                          f"timestamp {value!r} is neither a timestamp-millis nor a long of epoch milliseconds")
 

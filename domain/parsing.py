@@ -81,7 +81,10 @@ def check_plausible(moment: datetime, field: str, *, rules: TimeRules = DEFAULT_
     if moment < rules.earliest:
         raise _invalid(Reason.IMPLAUSIBLE_TIMESTAMP,
                        f"{field} {moment.isoformat()} is before {rules.earliest.isoformat()}")
-    latest = (now or datetime.now(timezone.utc)) + rules.max_ahead
+    try:
+        latest = (now or datetime.now(timezone.utc)) + rules.max_ahead
+    except OverflowError:                    # a window that reaches past the calendar's end
+        latest = datetime.max.replace(tzinfo=timezone.utc)
     if moment > latest:
         raise _invalid(Reason.IMPLAUSIBLE_TIMESTAMP,
                        f"{field} {moment.isoformat()} is more than {rules.max_ahead} ahead of the clock")

@@ -9,6 +9,7 @@ import pytest
 
 from domain.avro import AvroDecoder, AvroEncoder, Schema
 from domain.clicks import Click, bad_avro, count_by_url, log_line, sample_clicks, to_click
+from domain.parsing import TimeRules
 from domain.errors import PermanentError, Reason
 from models.avro_schemas import USER_CLICK
 
@@ -23,10 +24,15 @@ def test_to_click_and_its_log_line() -> None:
                     "timestamp": "2026-11-22T10:00:00.123Z", "topic": "t", "partition": 3, "offset": 42}
 
 
+ANY_TIME = TimeRules(earliest=datetime.min.replace(tzinfo=timezone.utc), max_ahead=timedelta(days=3_000_000))
+
+
 @pytest.mark.parametrize("decoded, reason", [
     ({"user_id": "", "url": "u", "timestamp": AT}, Reason.MISSING_FIELD),
     ({"user_id": "u", "url": "", "timestamp": AT}, Reason.MISSING_FIELD),
-    ({"user_id": "u", "url": "x" * 3000, "timestamp": AT}, Reason.INVALID_FIELD),
+    ({"user_id": "u", "url": "x" * 3000, "timestamp": AT}, Reason.FIELD_TOO_LARGE),
+    ({"user_id": "u\x00", "url": "x", "timestamp": AT}, Reason.CONTROL_CHARACTER),
+    ({"user_id": "u", "url": "x", "timestamp": 17}, Reason.IMPLAUSIBLE_TIMESTAMP),
     ({"user_id": "u", "url": "x", "timestamp": "2026-11-22T10:00:00Z"}, Reason.INVALID_TIMESTAMP),
     ({"user_id": "u", "url": "x", "timestamp": 1763805600123.0}, Reason.INVALID_TIMESTAMP),
     ({"user_id": "u", "url": "x", "timestamp": True}, Reason.INVALID_TIMESTAMP),
@@ -61,7 +67,7 @@ def test_a_long_timestamp_is_epoch_milliseconds() -> None:
     assert click == Click("u1", "https://example.com/a", AT)
     assert click.clicked_at.tzinfo is timezone.utc
     assert orjson.loads(log_line(click, topic="t", partition=0, offset=0))["timestamp"] == "2026-11-22T10:00:00.123Z"
-    assert to_click({"user_id": "u", "url": "x", "timestamp": -1}).clicked_at == \
+    assert to_click({"user_id": "u", "url": "x", "timestamp": -1}, rules=ANY_TIME).clicked_at == \
         datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
 
 
@@ -101,14 +107,14 @@ class _BrokenZone(tzinfo):
 def test_timestamps_that_no_utc_datetime_holds_are_invalid_never_a_crash(timestamp: Any) -> None:
     with pytest.raises(PermanentError) as info:
         to_click({"user_id": "u", "url": "x", "timestamp": timestamp})
-    assert info.value.reason == Reason.INVALID_TIMESTAMP
+    assert info.value.reason == Reason.TIMESTAMP_OUT_OF_RANGE
     assert "timestamp" in info.value.message
 
 
 def test_the_ends_of_the_range_of_dates() -> None:
-    assert to_click({"user_id": "u", "url": "x", "timestamp": 253402300799999}).clicked_at == \
+    assert to_click({"user_id": "u", "url": "x", "timestamp": 253402300799999}, rules=ANY_TIME).clicked_at == \
         datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
-    assert to_click({"user_id": "u", "url": "x", "timestamp": -62135596800000}).clicked_at == \
+    assert to_click({"user_id": "u", "url": "x", "timestamp": -62135596800000}, rules=ANY_TIME).clicked_at == \
         datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
