@@ -16,22 +16,10 @@ from confluent_kafka import KafkaError, Message, SerializingProducer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 
+from models.avro_schemas import SEED_USER_CLICK
 from tests.integration.clicks import dead_letters, history, millis
 from tests.integration.support import wait_until
 
-# Verbatim from the seed (its `value_schema_str`).
-SEED_VALUE_SCHEMA = """
-{
-  "namespace": "com.mycompany.events",
-  "type": "record",
-  "name": "UserClick",
-  "fields": [
-    { "name": "user_id", "type": "string" },
-    { "name": "url", "type": "string" },
-    { "name": "timestamp", "type": "long", "logicalType": "timestamp-millis" }
-  ]
-}
-"""
 CLICKS = 5
 
 
@@ -57,7 +45,7 @@ def produce_with_serializing_producer(settings: Any, scram_tls: dict[str, str], 
                                       clicks: list[dict[str, Any]], report: Callable[..., None]) -> None:
     registry = SchemaRegistryClient({"url": settings.schema_registry_url})
     producer = SerializingProducer({**kafka_config(scram_tls),
-                                    "value.serializer": AvroSerializer(registry, SEED_VALUE_SCHEMA)})
+                                    "value.serializer": AvroSerializer(registry, SEED_USER_CLICK)})
     for click in clicks:
         producer.produce(topic=topic, value=click, on_delivery=report)
     assert producer.flush(60) == 0
@@ -72,7 +60,7 @@ def produce_with_avro_producer(settings: Any, scram_tls: dict[str, str], topic: 
     from confluent_kafka import avro
     from confluent_kafka.avro import AvroProducer
 
-    value_schema = avro.loads(SEED_VALUE_SCHEMA)
+    value_schema = avro.loads(SEED_USER_CLICK)
     producer_config = {**kafka_config(scram_tls), "schema.registry.url": settings.schema_registry_url}
     with pytest.warns(DeprecationWarning, match="AvroProducer has been deprecated"):
         avro_producer = AvroProducer(producer_config, default_value_schema=value_schema)

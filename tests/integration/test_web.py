@@ -284,7 +284,7 @@ def test_status_page_in_headless_chromium(workers: Any, settings: Any, accounts:
 @pytest.mark.disruptive
 def test_ready_fails_and_lag_grows_while_postgres_is_down(workers: Any, settings: Any, accounts: int,
                                                           event_loop_run: Any) -> None:
-    worker = workers().start()
+    worker = workers(APP_BATCH_STUCK_S="3").start()
     wait_ready(worker, event_loop_run)
     raw = settings.topic("transactions.raw")
     stack("down postgres")
@@ -303,6 +303,14 @@ def test_ready_fails_and_lag_grows_while_postgres_is_down(workers: Any, settings
                                   30, "the lag of the 500 waiting events"))
         m = metrics_of(worker)
         assert total(m, "pipeline_ready") == 0 and total(m, "pipeline_ready_check", check="postgres") == 0
+
+        # The waiting batch is named, with the outage it waits for, and nothing is dead-lettered.
+        def batch_named() -> bool:
+            check = http(worker, "/ready").json()["checks"]["batches"]
+            return not check["ok"] and "outage of PostgreSQL (accounts)" in check["detail"] and raw in check["detail"]
+        event_loop_run(wait_until(batch_named, 30, "/ready to name the stuck batch and its outage"))
+        assert total(metrics_of(worker), "pipeline_oldest_batch_age_seconds", agent="transactions") > 3
+        assert total(metrics_of(worker), "pipeline_isolated_events_total") == 0
         assert "NOT READY" in http(worker, "/status").text
     finally:
         stack("up postgres")

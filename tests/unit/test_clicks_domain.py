@@ -11,7 +11,7 @@ from domain.avro import AvroDecoder, AvroEncoder, Schema
 from domain.clicks import Click, bad_avro, count_by_url, log_line, sample_clicks, to_click
 from domain.parsing import TimeRules
 from domain.errors import PermanentError, Reason
-from models.avro_schemas import USER_CLICK
+from models.avro_schemas import SEED_USER_CLICK, USER_CLICK
 
 AT = datetime(2026, 11, 22, 10, 0, 0, 123000, tzinfo=timezone.utc)
 
@@ -45,19 +45,6 @@ def test_invalid_clicks(decoded: dict, reason: Reason) -> None:
     assert info.value.reason == reason
 
 
-# The seed's producer schema (shared/seeds/004): "logicalType" beside "type", so Avro reads a plain long.
-SEED_USER_CLICK = """
-{
-  "namespace": "com.mycompany.events",
-  "type": "record",
-  "name": "UserClick",
-  "fields": [
-    { "name": "user_id", "type": "string" },
-    { "name": "url", "type": "string" },
-    { "name": "timestamp", "type": "long", "logicalType": "timestamp-millis" }
-  ]
-}
-"""
 AT_MS = 1795341600123          # AT in epoch milliseconds
 
 
