@@ -110,7 +110,6 @@ def transactions_batch(events: Sequence[Any], outcomes: Sequence[Any], agent: st
     events_in.update((agent, m.topic) for m in messages)
     events_out.update((agent, DEAD_LETTER if isinstance(o, PermanentError) else o.category) for o in outcomes)
     e2e_latency.observe_many((agent,), [now - m.timestamp for m in messages])
-    batch_size.labels(agent).observe(len(messages))
 
 
 def batch_taken(agent: str, size: int) -> None:

@@ -62,7 +62,8 @@ def test_health_ready_metrics_and_stats_of_a_running_worker(workers: Any, settin
     wait_ready(worker, event_loop_run)
     ready = http(worker, "/ready").json()
     assert ready["ready"] is True
-    assert set(ready["checks"]) == {"partitions_assigned", "tables_recovered", "postgres", "cql", "schema_registry"}
+    assert set(ready["checks"]) == {"partitions_assigned", "tables_recovered", "batches", "postgres", "cql",
+                                    "schema_registry"}
     assert all(check["ok"] for check in ready["checks"].values()), ready
     assert http(worker, "/table/accounts-cache/").status == 404           # faust's table views are off
     assert http(worker, "/dead-letters/replay", "POST").status == 403     # no token configured
@@ -98,7 +99,7 @@ def test_health_ready_metrics_and_stats_of_a_running_worker(workers: Any, settin
     assert total(m, "pipeline_cql_seconds_count", op="store_dead_letters") >= 1
     assert len([1 for (n, ls) in m if n == "pipeline_consumer_lag" and dict(ls)["topic"] == raw]) == 8
     assert total(m, "faust_messages_received_per_topic_total", topic=raw) == 3000
-    assert total(m, "pipeline_ready") == 1 and total(m, "pipeline_ready_check") == 5
+    assert total(m, "pipeline_ready") == 1 and total(m, "pipeline_ready_check") == 6
     assert total(m, "process_cpu_seconds_total") > 0
 
     stats = http(worker, "/stats")
