@@ -33,6 +33,9 @@ down:
 status:
 	@scripts/stack status; scripts/worker status
 
+format:          ## the fixes ruff can make by itself (imports, the project's rules)
+	.venv/bin/ruff check --fix app agents models domain tests bench scripts
+
 lint:
 	.venv/bin/ruff check app agents models domain tests bench scripts
 

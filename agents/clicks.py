@@ -10,6 +10,7 @@ from faust import StreamT
 from faust.types import EventT
 
 from app import batching, resources
+from app.adapters.rows import ClickRow
 from app.batching import stage
 from app.main import app, settings
 from app.retry import retry_transient
@@ -73,9 +74,9 @@ async def isolate(event: EventT, error: PermanentError) -> None:
     await outputs.delivered([await outputs.dead_letter(event.message, error, agent=AGENT)])
 
 
-def history_row(event: EventT, click: Click, processed_at: datetime) -> dict[str, Any]:
+def history_row(event: EventT, click: Click, processed_at: datetime) -> ClickRow:
     message = event.message
-    return {"user_id": click.user_id, "clicked_at": click.clicked_at, "url": click.url,
-            "schema_id": schema_id_of(message.value), "source_topic": message.topic,
-            "source_partition": message.partition, "source_offset": message.offset,
-            "processed_at": processed_at}
+    return ClickRow(user_id=click.user_id, clicked_at=click.clicked_at, url=click.url,
+                    schema_id=schema_id_of(message.value), source_topic=message.topic,
+                    source_partition=message.partition, source_offset=message.offset,
+                    processed_at=processed_at)

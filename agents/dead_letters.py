@@ -9,6 +9,7 @@ from faust import StreamT
 from faust.types import EventT
 
 from app import batching, metrics, resources
+from app.adapters.rows import DeadLetterRow
 from app.batching import stage
 from app.logs import event_fields
 from app.main import app, settings
@@ -42,8 +43,7 @@ async def store_batch(events: Sequence[EventT]) -> None:
     with stage(Stage.STORE):
         await retry_transient(lambda: cql.store_dead_letters(rows), what="CQL server (dead letters)")
     # Counted once stored: a batch processed again in halves (app/batching.py) counts once.
-    counts.update((row["reason"], row["stage"]) if row else ("malformed_envelope", "dead_letter")
-                  for row in parsed)
+    counts.update((row.reason, row.stage) if row else ("malformed_envelope", "dead_letter") for row in parsed)
 
 
 async def isolate(event: EventT, error: PermanentError) -> None:
@@ -56,7 +56,7 @@ async def isolate(event: EventT, error: PermanentError) -> None:
                                                                     message.offset))
 
 
-def to_row(value: Optional[bytes], message: Any) -> Optional[dict[str, Any]]:
+def to_row(value: Optional[bytes], message: Any) -> Optional[DeadLetterRow]:
     try:
         if value is None:
             raise ValueError("empty dead-letter record")
@@ -78,7 +78,11 @@ def to_row(value: Optional[bytes], message: Any) -> Optional[dict[str, Any]]:
         log.warning("dead letter of %s/%s@%s: the original %s bytes (sha256 %s) are in the payload table",
                     letter.source_topic, letter.source_partition, letter.source_offset, letter.value_size,
                     letter.value_sha256)
-    return {**letter.asdict(), "day": day_of.date(), "failed_at": failed_at}
+    return DeadLetterRow(day=day_of.date(), source_topic=letter.source_topic,
+                         source_partition=letter.source_partition, source_offset=letter.source_offset,
+                         failed_at=failed_at, stage=letter.stage, reason=letter.reason, error=letter.error,
+                         key_b64=letter.key_b64, value_b64=letter.value_b64, attempts=letter.attempts,
+                         worker_id=letter.worker_id)
 
 
 def _event_id(value_b64: Optional[str]) -> Optional[str]:

@@ -13,6 +13,7 @@ from faust import StreamT
 from faust.types import EventT
 
 from app import batching, metrics, resources
+from app.adapters.rows import HistoryRow
 from app.batching import stage
 from app.main import app, settings
 from app.outputs import Outputs
@@ -36,7 +37,7 @@ class Accounts(Protocol):
 
 
 class History(Protocol):
-    async def record_history(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    async def record_history(self, rows: Sequence[HistoryRow]) -> None: ...
 
 
 class Avro(Protocol):
@@ -181,7 +182,11 @@ def is_replay(event: EventT) -> bool:
     return REPLAY_HEADER in header_names(event.message.headers)
 
 
-def history_row(event: EventT, tx: EnrichedTransaction, processed_at: datetime) -> dict[str, Any]:
+def history_row(event: EventT, tx: EnrichedTransaction, processed_at: datetime) -> HistoryRow:
     message = event.message
-    return {**tx.asdict(), "source_topic": message.topic, "source_partition": message.partition,
-            "source_offset": message.offset, "processed_at": processed_at}
+    return HistoryRow(event_id=tx.event_id, account_id=tx.account_id, occurred_at=tx.occurred_at,
+                      category=tx.category, amount=tx.amount, currency=tx.currency,
+                      end_to_end_id=tx.end_to_end_id, counterparty_key=tx.counterparty_key, channel=tx.channel,
+                      customer_name=tx.customer_name, segment=tx.segment, risk_score=tx.risk_score,
+                      source_topic=message.topic, source_partition=message.partition,
+                      source_offset=message.offset, processed_at=processed_at)

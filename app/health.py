@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable
 
 from app import metrics, retry
 from app.batching import summary
 from app.main import app, settings
+from app.memo import Memo
 from app.resources import cql, postgres, progress, registry
 
 CHECK_TIMEOUT_S = 2.0     # each server must answer within this
@@ -95,13 +95,5 @@ async def _check() -> Readiness:
     return readiness
 
 
-_last: Optional[tuple[float, "asyncio.Future[Readiness]"]] = None
-
-
-async def readiness() -> Readiness:
-    """Run the checks, or share the round started less than CACHE_S ago (or still running)."""
-    global _last
-    now = time.monotonic()
-    if _last is None or (now - _last[0] > CACHE_S and _last[1].done()):
-        _last = (now, asyncio.ensure_future(_check()))
-    return await asyncio.shield(_last[1])
+# Run the checks, or share the round started less than CACHE_S ago (or still running).
+readiness = Memo(_check, CACHE_S)

@@ -151,7 +151,7 @@ class LagProbe:
 
 
 _probe = LagProbe()
-_lag: tuple[float, list[dict[str, Any]]] = (0.0, [])
+_lag: dict[str, Any] = {"at": 0.0, "rows": []}     # the last figures, and when they were taken
 _lag_lock = asyncio.Lock()
 
 
@@ -174,10 +174,9 @@ def _stream_partitions() -> list[TP]:
 async def consumer_lag() -> list[dict[str, Any]]:
     """Per partition assigned to this worker: end offset, the group's committed offset and
     their difference, at most every LAG_CACHE_S (shared by /metrics, /stats and /status)."""
-    global _lag
     async with _lag_lock:
-        if time.monotonic() - _lag[0] < LAG_CACHE_S:
-            return _lag[1]
+        if time.monotonic() - _lag["at"] < LAG_CACHE_S:
+            return list(_lag["rows"])
         tps = _stream_partitions()
         rows: list[dict[str, Any]] = []
         if tps:
@@ -186,7 +185,7 @@ async def consumer_lag() -> list[dict[str, Any]]:
             except Exception as exc:  # noqa: BLE001 - keep the last figures and say why
                 log.warning("consumer lag unavailable: %s: %s", type(exc).__name__, exc)
                 await _probe.close()
-                return _lag[1]
+                return list(_lag["rows"])
             for tp in tps:
                 end, done = ends.get(tp), committed.get(tp)
                 if end is None or done is None:
@@ -196,7 +195,7 @@ async def consumer_lag() -> list[dict[str, Any]]:
         metrics.consumer_lag.clear()           # partitions revoked since the last refresh go away
         for row in rows:
             metrics.consumer_lag.labels(row["topic"], str(row["partition"])).set(row["lag"])
-        _lag = (time.monotonic(), rows)
+        _lag.update(at=time.monotonic(), rows=rows)
         return rows
 
 

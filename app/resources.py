@@ -2,7 +2,6 @@
 use, migrated once per worker start, closed when the app stops."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -15,6 +14,7 @@ from app.adapters.registry import SchemaRegistry
 from app.avro import AvroCodec
 from app.batching import Progress
 from app.main import app, settings
+from app.memo import Memo
 from app.outputs import Headers, Outputs
 from app.retry import retry_transient
 from models.avro_schemas import RAW_TRANSACTION, USER_CLICK
@@ -40,22 +40,15 @@ outputs = Outputs(_send, dead_letter_topic=settings.topic(settings.dlq_topic),
                   max_bytes=settings.max_output_bytes, payloads=cql)
 progress = Progress()
 
-_ready: "asyncio.Future[None] | None" = None
-
-
-async def ready() -> None:
-    """Wait until migrations ran (retrying while a server is down); agents call this first."""
-    global _ready
-    if _ready is None:
-        _ready = asyncio.ensure_future(_migrate())
-    await asyncio.shield(_ready)
-
-
 async def _migrate() -> None:
     if not settings.migrate_on_start:
         return
     await retry_transient(postgres.migrate, what="PostgreSQL (migrations)")
     await retry_transient(cql.migrate, what="CQL server (migrations)")
+
+
+# Wait until migrations ran (retrying while a server is down); agents call this first.
+ready = Memo(_migrate)
 
 
 @app.service

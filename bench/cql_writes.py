@@ -16,22 +16,22 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
 
 from app.adapters.cql import Cql
+from app.adapters.rows import HistoryRow
 from app.settings import Settings
 from bench.pipeline import ROOT, proc_cpu, self_cpu, stack_env
 
 
-def rows(n: int, seed: int) -> list[dict[str, Any]]:
+def rows(n: int, seed: int) -> list[HistoryRow]:
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
-    return [{"account_id": f"acc-{rng.randrange(1000):06d}",
-             "occurred_at": now - timedelta(seconds=rng.randrange(3600)),
-             "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "category": "payment",
-             "amount": Decimal("12.34"), "currency": "BRL", "end_to_end_id": "E0000", "counterparty_key": "k",
-             "channel": "API", "customer_name": "Cliente 1", "segment": "retail", "risk_score": 1,
-             "source_topic": "t", "source_partition": 0, "source_offset": i, "processed_at": now}
+    return [HistoryRow(account_id=f"acc-{rng.randrange(1000):06d}",
+                       occurred_at=now - timedelta(seconds=rng.randrange(3600)),
+                       event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), category="payment",
+                       amount=Decimal("12.34"), currency="BRL", end_to_end_id="E0000", counterparty_key="k",
+                       channel="API", customer_name="Cliente 1", segment="retail", risk_score=1,
+                       source_topic="t", source_partition=0, source_offset=i, processed_at=now)
             for i in range(n)]
 
 

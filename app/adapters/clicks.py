@@ -4,22 +4,19 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from app.adapters.cql import Cql
+from app.adapters.rows import CLICKS_BY_USER, ClickRow
 
 
 class ClickStore:
     def __init__(self, cql: Cql) -> None:
         self.cql = cql
 
-    async def record_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    async def record_history(self, rows: Sequence[ClickRow]) -> None:
         """One row per click; a replay overwrites its row (same user, time and url)."""
         if not rows:
             return
-        stmt = await self.cql.prepare(
-            f"INSERT INTO {self.cql.keyspace}.clicks_by_user (user_id, clicked_at, url, schema_id,"
-            " source_topic, source_partition, source_offset, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        await self.cql.execute_many(stmt, [
-            (r["user_id"], r["clicked_at"], r["url"], r["schema_id"], r["source_topic"],
-             r["source_partition"], r["source_offset"], r["processed_at"]) for r in rows])
+        stmt = await self.cql.prepare(CLICKS_BY_USER.insert(self.cql.keyspace))
+        await self.cql.execute_many(stmt, [CLICKS_BY_USER.params(row) for row in rows])
 
     async def add_counts(self, counts: Mapping[str, int]) -> None:
         """One counter increment per distinct url of a batch."""

@@ -6,7 +6,7 @@ import logging
 import re
 from pathlib import Path
 from datetime import date
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from cassandra import DriverException, InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
@@ -15,6 +15,7 @@ from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPoli
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from app import metrics
+from app.adapters.rows import DEAD_LETTERS, HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, DeadLetterRow, HistoryRow
 from app.settings import ROOT, Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
 
@@ -39,7 +40,6 @@ class Cql:
         self._lock = asyncio.Lock()
         self._prepared: dict[str, PreparedStatement] = {}
         self._slots = asyncio.Semaphore(settings.cql_concurrency)
-        self.writes = 0
 
     async def session(self) -> Session:
         if self._session is None:
@@ -147,35 +147,20 @@ class Cql:
     # --- transactions history ----------------------------------------------------------
 
     @metrics.timed(metrics.cql_seconds, "record_history")
-    async def record_history(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    async def record_history(self, rows: Sequence[HistoryRow]) -> None:
         """One row per event in each history table; a replay overwrites, never adds."""
         if not rows:
             return
-        by_account = await self.prepare(
-            f"INSERT INTO {self.keyspace}.history_by_account (account_id, occurred_at, event_id, category,"
-            " amount, currency, end_to_end_id, counterparty_key, channel, customer_name, segment,"
-            " risk_score, source_topic, source_partition, source_offset, processed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        by_event = await self.prepare(
-            f"INSERT INTO {self.keyspace}.history_by_event (event_id, account_id, occurred_at, category,"
-            " amount, source_topic, source_partition, source_offset, processed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        params_account = [(r["account_id"], r["occurred_at"], r["event_id"], r["category"], r["amount"],
-                           r["currency"], r["end_to_end_id"], r["counterparty_key"], r["channel"],
-                           r["customer_name"], r["segment"], r["risk_score"], r["source_topic"],
-                           r["source_partition"], r["source_offset"], r["processed_at"]) for r in rows]
-        params_event = [(r["event_id"], r["account_id"], r["occurred_at"], r["category"], r["amount"],
-                         r["source_topic"], r["source_partition"], r["source_offset"], r["processed_at"])
-                        for r in rows]
         # UNLOGGED batches of a few rows: one request instead of one per row cut the worker's
         # CPU per event by ~40% (bench/cql_writes.py). Small, so that multi-partition batches
         # stay under Cassandra's 5 KB warning and light on the coordinator.
         size = self.settings.cql_batch_rows
-        await self.execute_all(
-            (_unlogged(statement, params[i:i + size]), ())
-            for statement, params in ((by_account, params_account), (by_event, params_event))
-            for i in range(0, len(params), size))
-        self.writes += len(rows)
+        calls: list[tuple[Any, Sequence[Any]]] = []
+        for table in (HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT):
+            statement = await self.prepare(table.insert(self.keyspace))
+            params = [table.params(row) for row in rows]
+            calls.extend((_unlogged(statement, params[i:i + size]), ()) for i in range(0, len(params), size))
+        await self.execute_all(calls)
 
     @metrics.timed(metrics.cql_seconds, "account_history")
     async def account_history(self, account_id: str, limit: int = 50) -> list[Any]:
@@ -192,18 +177,12 @@ class Cql:
     # --- dead letters ---------------------------------------------------------------------
 
     @metrics.timed(metrics.cql_seconds, "store_dead_letters")
-    async def store_dead_letters(self, letters: Sequence[Mapping[str, Any]]) -> None:
+    async def store_dead_letters(self, letters: Sequence[DeadLetterRow]) -> None:
         """Keyed by the failed event's source position: storing a letter twice keeps one row."""
         if not letters:
             return
-        stmt = await self.prepare(
-            f"INSERT INTO {self.keyspace}.dead_letters (day, source_topic, source_partition,"
-            " source_offset, failed_at, stage, reason, error, key_b64, value_b64, attempts, worker_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        await self.execute_many(stmt, [
-            (row["day"], row["source_topic"], row["source_partition"], row["source_offset"],
-             row["failed_at"], row["stage"], row["reason"], row["error"], row["key_b64"],
-             row["value_b64"], row["attempts"], row["worker_id"]) for row in letters])
+        stmt = await self.prepare(DEAD_LETTERS.insert(self.keyspace))
+        await self.execute_many(stmt, [DEAD_LETTERS.params(row) for row in letters])
 
     @metrics.timed(metrics.cql_seconds, "store_dead_letter_payload")
     async def store_dead_letter_payload(self, topic: str, partition: int, offset: int, key: Optional[bytes],

@@ -37,9 +37,9 @@ class Accounts:
 
 class History:
     def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[Any] = []
 
-    async def record_history(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def record_history(self, rows: Sequence[Any]) -> None:
         self.rows.extend(rows)
 
 
@@ -98,7 +98,7 @@ def test_a_batch_enriches_forwards_and_dead_letters_with_one_query_for_its_misse
         unknown = s.expected_reason is None and int(s.key[4:]) >= 100
         bad = s.expected_reason is not None or unknown
         assert (by_offset[i] == "dlq") == bad, (i, s.expected_reason)
-    assert {r["source_offset"] for r in history.rows} == {i for i, t in by_offset.items() if t != "dlq"}
+    assert {r.source_offset for r in history.rows} == {i for i, t in by_offset.items() if t != "dlq"}
 
     # The same batch again: the cache answers, no query.
     asyncio.run(transactions.process_batch(events, deps=d))
@@ -143,8 +143,8 @@ def test_a_history_write_the_server_refuses_is_traced_to_its_event_and_the_rest_
     refused_id = data[11].event_id
 
     class Refusing(History):
-        async def record_history(self, rows: Sequence[dict[str, Any]]) -> None:
-            if any(r["event_id"] == refused_id for r in rows):
+        async def record_history(self, rows: Sequence[Any]) -> None:
+            if any(r.event_id == refused_id for r in rows):
                 raise PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE, "the CQL server refused the write")
             await super().record_history(rows)
 
@@ -158,4 +158,4 @@ def test_a_history_write_the_server_refuses_is_traced_to_its_event_and_the_rest_
     asyncio.run(batching.process("transactions", events, partial(transactions.process_batch, deps=d), isolate))
     dead = [orjson.loads(v) for topic, _, v in broker.sent if topic == "dlq"]
     assert [(x["source_offset"], x["reason"]) for x in dead] == [(11, "rejected_by_database")]
-    assert {r["event_id"] for r in d.history.rows} == {s.event_id for s in data} - {refused_id}  # type: ignore[attr-defined]
+    assert {r.event_id for r in d.history.rows} == {s.event_id for s in data} - {refused_id}  # type: ignore[attr-defined]
