@@ -7,8 +7,6 @@ COPY app app
 COPY agents agents
 COPY models models
 COPY domain domain
-COPY config config
-COPY migrations migrations
 COPY data data
 RUN pip install -c requirements.lock .
 USER nobody

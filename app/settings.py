@@ -7,10 +7,15 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, Callable, Mapping
 
 import yaml
 
+from app import assets
+
+# The source checkout (README, tests); never the place of a file the package needs at run
+# time: installed, this is site-packages (app/assets.py reads those files).
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "APP_"
 
@@ -108,7 +113,7 @@ class Settings:
     """The application's settings; each field is read from APP_<FIELD NAME IN CAPITALS>."""
 
     env: str = setting("dev", _choice("dev", "staging", "prod", "test"),
-                       "Environment name; selects config/<env>.yaml when it exists.")
+                       "Environment name; selects the packaged app/config/<env>.yaml when it exists.")
     id: str = setting("txpipe", _str,
                           "Faust app id: consumer group and prefix of changelog topics.")
     kafka_brokers: str = setting("kafka://127.0.0.1:19092", _url("kafka"),
@@ -254,14 +259,16 @@ class Settings:
 
 def _read_yaml(environ: Mapping[str, str]) -> Mapping[str, Any]:
     path_str = environ.get(ENV_PREFIX + "CONFIG_FILE")
+    path: Path | Traversable
     if path_str:
         path = Path(path_str)
         if not path.is_file():
             raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path_str!r}: no such file")
     else:
-        path = ROOT / "config" / f"{environ.get(ENV_PREFIX + 'ENV', 'dev')}.yaml"
-        if not path.is_file():
+        packaged = assets.config_file(environ.get(ENV_PREFIX + "ENV", "dev").strip())
+        if packaged is None:
             return {}
+        path = packaged
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

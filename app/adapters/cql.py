@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from pathlib import Path
 from datetime import date
+from importlib.resources.abc import Traversable
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
@@ -14,12 +14,11 @@ from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
-from app import metrics
-from app.settings import ROOT, Settings
+from app import assets, metrics
+from app.settings import Settings
 from domain.errors import TransientError
 
 log = logging.getLogger(__name__)
-MIGRATIONS = ROOT / "migrations" / "cql"
 _TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable,
               ConnectionError, OSError)
 
@@ -131,11 +130,12 @@ class Cql:
         return await done
 
     async def migrate(self) -> None:
-        """Create the keyspace and apply migrations/cql/*.cql (idempotent statements)."""
+        """Create the keyspace and apply app/migrations/cql/*.cql (idempotent statements)."""
+        files = assets.migrations("cql")      # before connecting: a broken install is no outage
         await self.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
             f"{{'class': 'SimpleStrategy', 'replication_factor': {self.settings.cql_replication_factor}}}")
-        for path in sorted(MIGRATIONS.glob("*.cql")):
+        for path in files:
             for statement in _statements(path):
                 await self.execute(statement.replace("{keyspace}", self.keyspace))
 
@@ -221,7 +221,7 @@ def _unlogged(statement: PreparedStatement, rows: Sequence[Sequence[Any]]) -> Ba
     return batch
 
 
-def _statements(path: Path) -> list[str]:
+def _statements(path: Traversable) -> list[str]:
     text = "\n".join(line for line in path.read_text().splitlines() if not line.strip().startswith("--"))
     return [s.strip() for s in text.split(";") if s.strip()]
 
