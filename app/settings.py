@@ -136,6 +136,10 @@ class Settings:
     stall_check_s: float = setting(60.0, _float, "A stream partition whose commit point has not moved for this "
                                    "long although records past it were read is rewound to it (app/stalls.py); "
                                    "0 turns the watchdog off.")
+    allow_untested_versions: bool = setting(False, _bool, "Start even when faust-streaming, mode-streaming or "
+                                            "aiokafka is not the version the repairs (app/faust_fixes.py, "
+                                            "app/stalls.py) were written for, with a warning; off: refuse to "
+                                            "start, naming them.")
     topic_prefix: str = setting("", str, "Prefix added to every topic name (isolates tests and tenants).")
     topic_partitions: int = setting(8, _positive_int, "Partitions of the topics the app creates.")
     topic_replicas: int = setting(1, _positive_int, "Replication factor of the topics the app creates.")
@@ -172,7 +176,8 @@ class Settings:
                                          "pre-registered schema and never register.")
     store: str = setting("memory://", _url("memory", "rocksdb"),
                          "Table store: memory:// in dev and tests, rocksdb:// in production.")
-    data_dir: str = setting("", str, "Worker data directory (tables on disk); empty: ./var/<id>.")
+    data_dir: str = setting("", str, "Worker data directory (tables on disk), created at start; "
+                            "empty: ./var/<id> in the working directory.")
     cache_ttl_s: float = setting(300.0, _float, "Seconds an account stays in the cache before it is fetched again.")
     cache_negative_ttl_s: float = setting(30.0, _float, "Seconds an unknown account is remembered as unknown.")
     batch_size: int = setting(500, _positive_int, "Events an agent takes per batch.")

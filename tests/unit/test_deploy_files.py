@@ -39,6 +39,24 @@ def test_compose_services_the_workers_name_exist() -> None:
     assert env["APP_CQL_HOSTS"] in c["services"]
 
 
+def test_each_worker_replica_has_its_own_volume_on_the_data_directory() -> None:
+    worker = compose()["services"]["worker"]
+    data_dir = worker["environment"]["APP_DATA_DIR"]
+    # An anonymous volume (a bare container path): one per replica. A named one ("name:/path")
+    # would be shared by the replicas, and RocksDB takes a lock per directory.
+    assert data_dir in worker["volumes"], "no volume on APP_DATA_DIR: tables die with the container"
+    assert Settings.load({"APP_DATA_DIR": data_dir}).data_dir == data_dir
+
+
+def test_the_image_owns_the_data_directory_compose_uses() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    data_dir = compose()["services"]["worker"]["environment"]["APP_DATA_DIR"]
+    user = next(line.split()[1] for line in lines if line.startswith("USER "))
+    assert f"APP_DATA_DIR={data_dir}" in next(line for line in lines if line.startswith("ENV "))
+    assert any(line.startswith("RUN ") and f"mkdir -p {data_dir}" in line and f"chown {user}:" in line
+               for line in lines)
+
+
 # --- Prometheus, alert rules and Grafana (issue 6) ----------------------------------------
 
 DEPLOY = ROOT / "deploy"
