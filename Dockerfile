@@ -12,10 +12,10 @@ COPY agents agents
 COPY models models
 COPY domain domain
 RUN pip install -c requirements.lock . && rm -rf /tmp/txpipe-src
+WORKDIR /srv/txpipe
 # The data directory (tables on RocksDB in prod) belongs to the user the worker runs as;
 # compose and the StatefulSet mount a volume per worker on it.
 RUN mkdir -p /var/lib/txpipe && chown nobody:nogroup /var/lib/txpipe
-WORKDIR /srv/txpipe
 USER nobody
 EXPOSE 6066
 CMD ["faust", "-L", "uvloop", "-A", "app.main", "worker", "-l", "info"]
