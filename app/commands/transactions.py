@@ -10,6 +10,7 @@ import orjson
 from faust.cli import AppCommand, option
 from tqdm import tqdm
 
+from app.assets import MissingAssetError
 from app.kafka_security import aiokafka_auth, check_broker_access
 from app.commands.producing import send_all
 from app.kafka_tools import message_counts, read_all
@@ -110,6 +111,8 @@ async def migrate(self: AppCommand) -> None:
         await cql.migrate()
     except TransientError as exc:
         raise SystemExit(f"migrate: {exc} (is the stack up? scripts/stack status)") from None
+    except MissingAssetError as exc:
+        raise SystemExit(f"migrate: {exc}") from None
     finally:
         await postgres.close()
         await cql.close()
