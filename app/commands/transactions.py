@@ -89,8 +89,8 @@ async def report(self: AppCommand, total: bool, until_total: int, timeout: float
 
     from app.resources import cql
     try:
-        history = await cql.execute(f"SELECT count(*) FROM {cql.keyspace}.history_by_event")
-        print(f"{'ScyllaDB/Cassandra history rows (by event id)':45s} {history[0].count:>8d}")
+        history = await cql.count_history()
+        print(f"{'ScyllaDB/Cassandra history rows (by event id)':45s} {history:>8d}")
         latest = await read_all(settings.kafka_brokers, names[0], **auth)
         if latest:
             print("\nan enriched payment, as the sink topic holds it:")
