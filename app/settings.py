@@ -138,8 +138,8 @@ class Settings:
                                    "0 turns the watchdog off.")
     allow_untested_versions: bool = setting(False, _bool, "Start even when faust-streaming, mode-streaming or "
                                             "aiokafka is not the version the repairs (app/faust_fixes.py, "
-                                            "app/stalls.py) were written for, with a warning; off: refuse to "
-                                            "start, naming them.")
+                                            "app/stalls.py, app/stores.py) were written for, with a warning; "
+                                            "off: refuse to start, naming them.")
     topic_prefix: str = setting("", str, "Prefix added to every topic name (isolates tests and tenants).")
     topic_partitions: int = setting(8, _positive_int, "Partitions of the topics the app creates.")
     topic_replicas: int = setting(1, _positive_int, "Replication factor of the topics the app creates.")
