@@ -121,7 +121,9 @@ def build(root: Path, dockerfile: Path = DOCKERFILE, context: Path = ROOT, log: 
             subprocess.run([str(image.bin / "pip"), "install", "-q", "--upgrade", "pip==24.3.1"], check=True)
         elif word == "ENV":
             for item in shlex.split(args):
-                name, _, value = item.partition("=")
+                name, equals, value = item.partition("=")
+                if not equals:
+                    raise ValueError(f"ENV {args}: only the KEY=value form is supported here")
                 image.env[name] = value
         elif word == "WORKDIR":
             image.workdir = args if args.startswith("/") else f"{image.workdir.rstrip('/')}/{args}"
