@@ -10,10 +10,12 @@ compose workers could not start for that reason before: `nobody` under /var/lib)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -25,6 +27,7 @@ import asyncpg
 import pytest
 import yaml
 
+from app.kafka_tools import read_all
 from app.settings import ROOT, Settings
 from tests.integration.image import Image, build
 from tests.integration.pipeline import cql_rows, forwarded, history_counts, output_count
@@ -119,6 +122,30 @@ def test_the_installed_package_migrates_a_fresh_database_from_an_empty_directory
     assert list(empty.iterdir()) == []                   # a command leaves no directory behind
 
 
+@contextlib.contextmanager
+def running(image: Image, env: dict[str, str], log_path: Path) -> Iterator["subprocess.Popen[bytes]"]:
+    """The image's CMD as its user, ready (/ready 200); stopped with SIGTERM, as a runtime
+    stops a container, and required to exit 0."""
+    with log_path.open("ab") as log:
+        worker = image.popen(image.cmd, env, stdout=log)
+    try:
+        deadline = time.monotonic() + 150
+        while http_status(env["APP_WEB_PORT"], "/ready") != 200:
+            assert worker.poll() is None, f"worker exited {worker.returncode}:\n{log_path.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, f"not ready in 150 s:\n{log_path.read_text()[-4000:]}"
+            time.sleep(1)
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+    assert worker.returncode == 0, log_path.read_text()[-4000:]
+
+
 def test_the_image_runs_a_worker_with_the_compose_environment(image: Image, app_env: dict[str, str],
                                                               tmp_path: Path) -> None:
     env = compose_env({k: app_env[k] for k in SERVERS + ISOLATION})
@@ -128,14 +155,7 @@ def test_the_image_runs_a_worker_with_the_compose_environment(image: Image, app_
     port = env["APP_WEB_PORT"]
     data_dir = image.path(env["APP_DATA_DIR"])
     log_path = tmp_path / "image-worker.log"
-    with log_path.open("wb") as log:
-        worker = image.popen(image.cmd, env, stdout=log)
-    try:
-        deadline = time.monotonic() + 150
-        while http_status(port, "/ready") != 200:
-            assert worker.poll() is None, f"worker exited {worker.returncode}:\n{log_path.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"not ready in 150 s:\n{log_path.read_text()[-4000:]}"
-            time.sleep(1)
+    with running(image, env, log_path) as worker:
         uid = next(line.split()[1] for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines()
                    if line.startswith("Uid:"))
         assert int(uid) == image_uid(image.user)
@@ -156,21 +176,18 @@ def test_the_image_runs_a_worker_with_the_compose_environment(image: Image, app_
         sent = asyncio.run(forwarded(settings))
         by_event, _ = history_counts(settings)
         assert 0 < len(sent) < 300 and set(by_event) == set(sent)
-
-        # Tables on RocksDB, in the data directory the image made for its user.
-        owned = [p for p in data_dir.rglob("*") if p.is_file()]
-        assert any(p.name == "CURRENT" for p in owned), f"no RocksDB store under {data_dir}"
-        assert {p.stat().st_uid for p in owned} == {image_uid(image.user)}
+        account = asyncio.run(read_all(settings.kafka_brokers, settings.sink_topic("payment")))[0].key.decode()
+        assert http_status(port, f"/cache/{account}") == 200
         assert http_status(port, "/health") == 200
-    finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except Exception:  # noqa: BLE001 - teardown must end it
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
-    assert worker.returncode == 0, log_path.read_text()[-4000:]
+
+    # Tables on RocksDB, in the data directory the image made for its user...
+    owned = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "CURRENT" for p in owned), f"no RocksDB store under {data_dir}"
+    assert {p.stat().st_uid for p in owned} == {image_uid(image.user)}
+    # ...which a restarted worker opens again (a container restart keeps its volume).
+    with running(image, env, log_path):
+        assert http_status(port, f"/cache/{account}") == 200
+        assert {p.stat().st_uid for p in data_dir.rglob("*") if p.is_file()} == {image_uid(image.user)}
 
 
 async def _wait_count(settings: Settings, expected: int) -> None:
