@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from faust import StreamT
+from faust.types import EventT
 
-from app import metrics, resources, stalls
+from app import batching, metrics, resources
+from app.batching import stage
 from app.logs import event_fields
 from app.main import app, settings
-from app.resources import cql
-from app.retry import retry_transient, until_done
+from app.retry import retry_transient
 from app.topics import dead_letters
 from domain.dead_letters import original_bytes
+from domain.errors import PermanentError, Stage
 from domain.transactions import event_id_of
 from models.dead_letter import DeadLetter
+
+AGENT = "dead-letters"
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +28,32 @@ log = logging.getLogger(__name__)
 counts = metrics.dead_letters
 
 
-@app.agent(dead_letters, name="dead-letters")
+@app.agent(dead_letters, name=AGENT)
 async def store_dead_letters(stream: StreamT) -> None:
     await resources.ready()
-    async for events in stalls.batches(app, stream, settings.batch_size, settings.batch_wait_s):
-        metrics.batch_taken("dead-letters", len(events))
-        rows = [row for row in (to_row(e.message.value, e.message) for e in events) if row]
-        await until_done(partial(store, rows), what="dead-letters batch")
-        for event in events:
-            await stream.ack(event)
+    await batching.run(app, AGENT, stream, store_batch, isolate, size=settings.batch_size,
+                       within=settings.batch_wait_s, progress=resources.progress)
 
 
-async def store(rows: list[dict[str, Any]]) -> None:
-    await retry_transient(lambda: cql.store_dead_letters(rows), what="CQL server (dead letters)")
+async def store_batch(events: Sequence[EventT]) -> None:
+    parsed = [to_row(e.message.value, e.message) for e in events]
+    rows = [row for row in parsed if row]
+    cql = resources.cql
+    with stage(Stage.STORE):
+        await retry_transient(lambda: cql.store_dead_letters(rows), what="CQL server (dead letters)")
+    # Counted once stored: a batch processed again in halves (app/batching.py) counts once.
+    counts.update((row["reason"], row["stage"]) if row else ("malformed_envelope", "dead_letter")
+                  for row in parsed)
+
+
+async def isolate(event: EventT, error: PermanentError) -> None:
+    """A letter the store refuses cannot be dead-lettered again (that could loop): it stays on
+    the dead-letter topic, and this line says everything about it but its bytes."""
+    message = event.message
+    log.error("dead letter at %s/%s@%s (%d bytes) could not be stored: %s (%s); it stays on the "
+              "topic only", message.topic, message.partition, message.offset, len(message.value or b""),
+              error.reason.value, error.message, extra=event_fields(message.topic, message.partition,
+                                                                    message.offset))
 
 
 def to_row(value: Optional[bytes], message: Any) -> Optional[dict[str, Any]]:
@@ -49,17 +65,19 @@ def to_row(value: Optional[bytes], message: Any) -> Optional[dict[str, Any]]:
         failed_at = datetime.fromisoformat(letter.first_failed_at)
     except Exception as exc:  # noqa: BLE001 - a broken envelope must not stop the agent
         # It cannot be dead-lettered again (that would loop): log everything about it.
-        counts[("malformed_envelope", "dead_letter")] += 1
         log.error("malformed dead letter at %s/%s@%s (%s): %r", message.topic, message.partition,
                   message.offset, exc, value[:500] if value else value,
                   extra=event_fields(message.topic, message.partition, message.offset))
         return None
-    counts[(letter.reason, letter.stage)] += 1
     log.warning("dead letter stored: reason=%s stage=%s source=%s/%s@%s error=%s", letter.reason,
                 letter.stage, letter.source_topic, letter.source_partition, letter.source_offset,
                 letter.error, extra={**event_fields(letter.source_topic, letter.source_partition,
                                                     letter.source_offset, _event_id(letter.value_b64)),
                                      "reason": letter.reason, "stage": letter.stage})
+    if letter.stored_apart:
+        log.warning("dead letter of %s/%s@%s: the original %s bytes (sha256 %s) are in the payload table",
+                    letter.source_topic, letter.source_partition, letter.source_offset, letter.value_size,
+                    letter.value_sha256)
     return {**letter.asdict(), "day": day_of.date(), "failed_at": failed_at}
 
 

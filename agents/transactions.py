@@ -2,92 +2,178 @@
 forward per category; every failure becomes a dead letter with its reason."""
 from __future__ import annotations
 
-import asyncio
-from functools import partial
-import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, List, Optional, Sequence, Union
+from functools import partial
+from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Protocol, Sequence, Union, cast
 
+from aiokafka.errors import KafkaError
 from faust import StreamT
 from faust.types import EventT
 
-from app import metrics, resources, stalls
-from app.logs import event_fields
+from app import batching, metrics, resources
+from app.batching import stage
 from app.main import app, settings
-from app.resources import cql, postgres, transactions_avro
-from app.retry import retry_transient, until_done
+from app.outputs import Outputs
+from app.retry import retry_transient
+from app.settings import Settings
 from app.tables import accounts_cache
-from app.topics import dead_letters, sinks, transactions_in
-from domain.dead_letters import REPLAY_HEADER, dead_letter_of, header_names
+from app.topics import transactions_in
+from domain.dead_letters import REPLAY_HEADER, header_names
 from domain.enrichment import cache_entry, enrich, is_fresh
-from domain.errors import PermanentError
-from domain.transactions import AVRO_MAGIC, AvroDecoder, decode, event_id_of, to_transaction
+from domain.errors import PermanentError, Stage, TransientError, internal_error
+from domain.parsing import DEFAULT_TIME_RULES, TimeRules
+from domain.transactions import AVRO_MAGIC, AvroDecoder, decode, to_transaction
 from models.transaction import EnrichedTransaction, Transaction
 
-log = logging.getLogger(__name__)
+AGENT = "transactions"
+Outcome = Union[EnrichedTransaction, PermanentError]
 
 
-@app.agent(transactions_in, name="transactions")
+class Accounts(Protocol):
+    async def get_accounts(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+
+class History(Protocol):
+    async def record_history(self, rows: Sequence[dict[str, Any]]) -> None: ...
+
+
+class Avro(Protocol):
+    async def prefetch(self, values: Sequence[Optional[bytes]]) -> None: ...
+    def decode(self, raw: bytes) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    """What a batch needs: the worker passes its own (below); tests pass theirs."""
+    cache: MutableMapping[str, Any]      # the accounts-cache table
+    accounts: Accounts                   # PostgreSQL
+    history: History                     # the CQL server
+    avro: Avro                           # the registry-backed decoder of Avro values
+    outputs: Outputs
+    settings: Settings
+    sink_topic: Callable[[str], str]     # category -> topic name
+    cache_writable: Callable[[], Awaitable[None]] = lambda: _nothing()   # waits until the cache takes writes
+
+
+@app.agent(transactions_in, name=AGENT)
 async def process_transactions(stream: StreamT) -> None:
     """`noack_take` leaves acking to us: a batch is acked only after its history rows and
     sends are done, so a crash, an outage or a shutdown mid-batch replays it (at-least-once;
     the history and the sinks are keyed so that a replay is harmless)."""
     await resources.ready()
-    async for events in stalls.batches(app, stream, settings.batch_size, settings.batch_wait_s):
-        await until_done(partial(process_batch, events), what="transactions batch")
-        for event in events:
-            await stream.ack(event)
+    deps = Collaborators(accounts_cache, resources.postgres, resources.cql, resources.transactions_avro,
+                         resources.outputs, settings, settings.sink_topic, changelog_known)
+    await batching.run(app, AGENT, stream, partial(process_batch, deps=deps), partial(dead_letter, deps=deps),
+                       size=settings.batch_size, within=settings.batch_wait_s, progress=resources.progress)
 
 
-def parse(value: Optional[bytes], avro: Optional[AvroDecoder] = None) -> Union[Transaction, PermanentError]:
-    """Decode and validate one raw value; never raises for bad input."""
+async def _nothing() -> None:
+    return None
+
+
+async def changelog_known() -> None:
+    """A table write hashes its key with the producer's metadata of the changelog topic, and
+    right after a start that metadata can be missing (a TypeError deep in aiokafka, not the
+    event's fault): wait for it, as for an outage when it does not come."""
     try:
-        return to_transaction(decode(value, avro=avro))
+        await cast(Any, app.producer)._ensure_producer().partitions_for(accounts_cache.changelog_topic.get_topic_name())
+    except KafkaError as exc:
+        raise TransientError(f"Kafka metadata of the cache's changelog: {exc!r}") from exc
+
+
+def parse(value: Optional[bytes], avro: Optional[AvroDecoder] = None, *, rules: TimeRules = DEFAULT_TIME_RULES,
+          now: Optional[datetime] = None) -> Union[Transaction, PermanentError]:
+    """Decode and validate one raw value; never raises (an unforeseen error is the event's)."""
+    try:
+        return to_transaction(decode(value, avro=avro), rules=rules, now=now)
     except PermanentError as err:
         return err
+    except Exception as exc:  # noqa: BLE001 - isolated to this event, see app/batching.py
+        return internal_error(Stage.DECODE, exc)
 
 
-async def process_batch(events: Sequence[EventT]) -> None:
+def _enriched(tx: Transaction, cache: MutableMapping[str, Any]) -> Outcome:
+    try:
+        return enrich(tx, cache[tx.account_id])
+    except PermanentError as err:
+        return err
+    except Exception as exc:  # noqa: BLE001 - isolated to this event
+        return internal_error(Stage.ENRICH, exc)
+
+
+async def process_batch(events: Sequence[EventT], *, deps: Collaborators) -> None:
+    """Everything a batch needs before it may be acked: outputs and dead letters on the broker,
+    history rows stored. A failure that is not an outage leaves it for app/batching.py to isolate."""
+    now = datetime.now(timezone.utc)
     values = [event.message.value for event in events]
     if any(value and value[0] == AVRO_MAGIC for value in values):
-        # Writer schemas of the batch's Avro values, fetched at most once per id.
-        await retry_transient(lambda: transactions_avro.prefetch(values), what="Schema Registry")
-    parsed = [parse(value, transactions_avro.decode) for value in values]
-    await refresh_cache({tx.account_id for tx in parsed if isinstance(tx, Transaction)},
-                        replayed={tx.account_id for event, tx in zip(events, parsed, strict=True)
-                                  if isinstance(tx, Transaction) and is_replay(event)})
-
-    outcomes: List[Union[EnrichedTransaction, PermanentError]] = []
-    for item in parsed:
-        if isinstance(item, Transaction):
-            try:
-                item = enrich(item, accounts_cache[item.account_id])
-            except PermanentError as err:
-                item = err
-        outcomes.append(item)
+        with stage(Stage.DECODE):      # writer schemas of the batch's Avro values, at most once per id
+            await retry_transient(lambda: deps.avro.prefetch(values), what="Schema Registry")
+    parsed = [parse(value, deps.avro.decode, rules=deps.settings.time_rules, now=now) for value in values]
+    with stage(Stage.ENRICH):
+        await refresh_cache(deps, {tx.account_id for tx in parsed if isinstance(tx, Transaction)},
+                            replayed={tx.account_id for event, tx in zip(events, parsed, strict=True)
+                                      if isinstance(tx, Transaction) and is_replay(event)})
+    outcomes: List[Outcome] = [_enriched(item, deps.cache) if isinstance(item, Transaction) else item
+                               for item in parsed]
+    bodies = [_serialized(event, outcome, deps.outputs) for event, outcome in zip(events, outcomes, strict=True)]
+    outcomes = [body if isinstance(body, PermanentError) else outcome for outcome, body in zip(outcomes, bodies,
+                                                                                                strict=True)]
 
     processed_at = datetime.now(timezone.utc)
     rows = [history_row(event, tx, processed_at) for event, tx in zip(events, outcomes, strict=True)
             if isinstance(tx, EnrichedTransaction)]
-    await retry_transient(lambda: cql.record_history(rows), what="CQL server (history)")
-    await asyncio.gather(*[await send(event, outcome) for event, outcome in zip(events, outcomes, strict=True)])
+    with stage(Stage.STORE):
+        await retry_transient(lambda: deps.history.record_history(rows), what="CQL server (history)")
+    with stage(Stage.FORWARD):
+        pending: List[Awaitable[Any]] = []
+        for event, outcome, body in zip(events, outcomes, bodies, strict=True):
+            if isinstance(outcome, PermanentError):
+                pending.append(await deps.outputs.dead_letter(event.message, outcome, agent=AGENT))
+            else:
+                pending.append(await deps.outputs.forward(event.message, deps.sink_topic(outcome.category),
+                                                          outcome.account_id.encode(), body))  # type: ignore[arg-type]
+        await deps.outputs.delivered(pending)
     metrics.transactions_batch(events, outcomes)
 
 
-async def refresh_cache(account_ids: set[str], replayed: frozenset[str] | set[str] = frozenset()) -> None:
+def _serialized(event: EventT, outcome: Outcome, outputs: Outputs) -> Union[bytes, PermanentError]:
+    """The sink record of an enriched event, or why it cannot be one (too large for the broker)."""
+    if isinstance(outcome, PermanentError):
+        return outcome
+    try:
+        body = outcome.dumps()
+        outputs.check_fits(event.message, outcome.account_id.encode(), body)
+        return body
+    except PermanentError as err:
+        return err
+    except Exception as exc:  # noqa: BLE001 - isolated to this event
+        return internal_error(Stage.FORWARD, exc)
+
+
+async def dead_letter(event: EventT, error: PermanentError, *, deps: Collaborators) -> None:
+    """An event isolated by app/batching.py: its dead letter, on the broker."""
+    await deps.outputs.delivered([await deps.outputs.dead_letter(event.message, error, agent=AGENT)])
+
+
+async def refresh_cache(deps: Collaborators, account_ids: set[str],
+                        replayed: frozenset[str] | set[str] = frozenset()) -> None:
     """Fetch the accounts the cache lacks or holds stale, in one query for the batch;
     `replayed`: accounts of replayed events, for which "unknown" is asked again."""
     now = time.time()
+    settings_ = deps.settings
     missing = sorted(a for a in account_ids
-                     if not is_fresh(accounts_cache.get(a), now, settings.cache_ttl_s,
-                                     settings.cache_negative_ttl_s, replayed=a in replayed))
+                     if not is_fresh(deps.cache.get(a), now, settings_.cache_ttl_s,
+                                     settings_.cache_negative_ttl_s, replayed=a in replayed))
     metrics.cache_lookups(hits=len(account_ids) - len(missing), misses=len(missing))
     if not missing:
         return
-    found = await retry_transient(lambda: postgres.get_accounts(missing), what="PostgreSQL (accounts)")
+    found = await retry_transient(lambda: deps.accounts.get_accounts(missing), what="PostgreSQL (accounts)")
+    await retry_transient(deps.cache_writable, what="Kafka (cache changelog metadata)")
     for account_id in missing:
-        accounts_cache[account_id] = cache_entry(found.get(account_id), now)
+        deps.cache[account_id] = cache_entry(found.get(account_id), now)
 
 
 def is_replay(event: EventT) -> bool:
@@ -99,27 +185,3 @@ def history_row(event: EventT, tx: EnrichedTransaction, processed_at: datetime) 
     message = event.message
     return {**tx.asdict(), "source_topic": message.topic, "source_partition": message.partition,
             "source_offset": message.offset, "processed_at": processed_at}
-
-
-def _source_headers(event: EventT) -> List[tuple[str, bytes]]:
-    message = event.message
-    return [
-        ("source-topic", message.topic.encode()),
-        ("source-partition", str(message.partition).encode()),
-        ("source-offset", str(message.offset).encode()),
-    ]
-
-
-async def send(event: EventT, outcome: Union[EnrichedTransaction, PermanentError]) -> Awaitable[Any]:
-    """Queue the event's output; returns the future of its delivery (awaited per batch)."""
-    message = event.message
-    if isinstance(outcome, PermanentError):
-        letter = dead_letter_of(outcome, message)
-        log.warning("dead letter %s/%s@%s: %s (%s)", message.topic, message.partition, message.offset,
-                    outcome.reason.value, outcome.message,
-                    extra=event_fields(message.topic, message.partition, message.offset, event_id_of(message.value)))
-        return await app.producer.send(dead_letters.get_topic_name(), message.key, letter.dumps(),
-                                       None, None, _source_headers(event))
-    return await app.producer.send(sinks[outcome.category].get_topic_name(),
-                                   outcome.account_id.encode(), outcome.dumps(), None, None,
-                                   _source_headers(event))

@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional
 
-from app import metrics
-from app.main import app
-from app.resources import cql, postgres, registry
+from app import metrics, retry
+from app.batching import summary
+from app.main import app, settings
+from app.resources import cql, postgres, progress, registry
 
 CHECK_TIMEOUT_S = 2.0     # each server must answer within this
 CACHE_S = 2.0             # probes and scrapes within this share one round of checks
@@ -31,6 +32,8 @@ def alive() -> tuple[bool, str]:
     crashed or begun to stop. A failure here means: restart the process."""
     if app.crashed:
         return False, f"crashed: {app.crash_reason!r}"
+    if progress.dead:
+        return False, "agent died: " + "; ".join(f"{agent}: {why}" for agent, why in sorted(progress.dead.items()))
     if app.should_stop:
         return False, "stopping"
     return True, "ok"
@@ -57,6 +60,16 @@ def _recovery() -> tuple[bool, str]:
     return True, "tables recovered"
 
 
+def _batches() -> tuple[bool, str]:
+    """A batch unfinished for longer than APP_BATCH_STUCK_S: named, with the outage if any."""
+    stuck = progress.stuck(settings.batch_stuck_s)
+    if stuck:
+        return False, summary(stuck, retry.current_outages())
+    unfinished = progress.unfinished()
+    oldest = f"; oldest unfinished {unfinished[0].age_s:.1f}s" if unfinished else ""
+    return True, f"no batch unfinished for more than {settings.batch_stuck_s:.0f}s{oldest}"
+
+
 async def _reachable(call: Callable[[], Awaitable[Any]]) -> tuple[bool, str]:
     try:
         await asyncio.wait_for(call(), CHECK_TIMEOUT_S)
@@ -73,7 +86,7 @@ async def _check() -> Readiness:
         _reachable(lambda: cql.execute("SELECT release_version FROM system.local")),
         _reachable(registry.ping),
     )
-    results = {"partitions_assigned": _partitions(), "tables_recovered": _recovery(),
+    results = {"partitions_assigned": _partitions(), "tables_recovered": _recovery(), "batches": _batches(),
                "postgres": servers[0], "cql": servers[1], "schema_registry": servers[2]}
     readiness = Readiness({name: {"ok": ok, "detail": detail} for name, (ok, detail) in results.items()})
     metrics.ready.set(1 if readiness.ready else 0)

@@ -62,6 +62,7 @@ app = App(
     broker_max_poll_records=1000,
     stream_buffer_maxsize=16384,
     producer_linger=0.005,
+    producer_max_request_size=settings.kafka_max_request_bytes,
     consumer_auto_offset_reset="earliest",
     # Shutdown and rebalance must not wait for unacked events (they may be waiting out a
     # database outage): whatever was not acked is consumed again, and every sink is idempotent.

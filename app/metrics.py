@@ -47,6 +47,7 @@ events_in: collections.Counter[tuple[str, str]] = collections.Counter()       # 
 events_out: collections.Counter[tuple[str, str]] = collections.Counter()      # (agent, category)
 dead_letters: collections.Counter[tuple[str, str]] = collections.Counter()    # (reason, stage), stored
 cache: collections.Counter[str] = collections.Counter()                       # hits, misses
+isolated: collections.Counter[tuple[str, str]] = collections.Counter()        # (agent, reason)
 
 
 class BatchHistogram:
@@ -109,12 +110,16 @@ def transactions_batch(events: Sequence[Any], outcomes: Sequence[Any], agent: st
     events_in.update((agent, m.topic) for m in messages)
     events_out.update((agent, DEAD_LETTER if isinstance(o, PermanentError) else o.category) for o in outcomes)
     e2e_latency.observe_many((agent,), [now - m.timestamp for m in messages])
-    batch_size.labels(agent).observe(len(messages))
 
 
 def batch_taken(agent: str, size: int) -> None:
     if enabled:
         batch_size.labels(agent).observe(size)
+
+
+def event_isolated(agent: str, reason: str) -> None:
+    """An event that failed alone (app/batching.py) and was dead-lettered; always counted."""
+    isolated[(agent, reason)] += 1
 
 
 def cache_lookups(hits: int, misses: int) -> None:
@@ -157,8 +162,10 @@ def timed(histogram: Histogram, op: str) -> Callable[[F], F]:
 class PipelineCollector(Collector):
     """The tallies above as counters, the cache hit ratio and the end-to-end histogram."""
 
-    def __init__(self, topic_of: Callable[[str], str]) -> None:
+    def __init__(self, topic_of: Callable[[str], str],
+                 unfinished: Callable[[], Iterable[Any]] = lambda: ()) -> None:
         self.topic_of = topic_of            # category -> output topic name
+        self.unfinished = unfinished        # batches in progress (app.batching.Progress.unfinished)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily("pipeline_events_in", "Events taken from an input topic",
@@ -184,6 +191,18 @@ class PipelineCollector(Collector):
         ratio = cache_hit_ratio()
         yield GaugeMetricFamily("pipeline_cache_hit_ratio", "Hits / lookups since the worker started "
                                 "(NaN before the first lookup)", value=math.nan if ratio is None else ratio)
+        family = CounterMetricFamily("pipeline_isolated_events", "Events that failed alone after their batch "
+                                     "failed, and were dead-lettered, by agent and reason (internal_error: "
+                                     "an unforeseen exception)", labels=["agent", "reason"])
+        for (agent, reason), n in sorted(isolated.items()):
+            family.add_metric([agent, reason], n)
+        yield family
+        gauge = GaugeMetricFamily("pipeline_oldest_batch_age_seconds", "Age of the oldest unfinished batch, "
+                                  "per partition with one in progress (absent: none)",
+                                  labels=["agent", "topic", "partition"])
+        for u in self.unfinished():
+            gauge.add_metric([u.agent, u.topic, str(u.partition)], u.age_s)
+        yield gauge
         yield e2e_latency.family("pipeline_e2e_latency_seconds", "From the event's Kafka timestamp to its "
                                  "output being on the broker", ["agent"])
 

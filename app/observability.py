@@ -17,6 +17,7 @@ from app import health, metrics
 from app.kafka_security import aiokafka_auth
 from app.kafka_tools import bootstrap
 from app.main import app, settings
+from app.resources import progress
 from domain.dead_letters import WORKER_ID
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def _topic_of(category: str) -> str:
 
 metrics.enabled = settings.metrics_enabled
 if settings.metrics_enabled:
-    metrics.registry.register(metrics.PipelineCollector(_topic_of))
+    metrics.registry.register(metrics.PipelineCollector(_topic_of, progress.unfinished))
     metrics.registry.register(metrics.FaustMonitorCollector(lambda: app.monitor))
 
 # --- recent rates ---------------------------------------------------------------------------

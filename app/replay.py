@@ -5,6 +5,7 @@ Shared by the `replay-dead-letters` command and the web action POST /dead-letter
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Optional
@@ -115,12 +116,31 @@ async def find(cql: Cql, selection: Selection) -> list[Any]:
     return chosen
 
 
-async def send_back(producer: Any, rows: Iterable[Any], chunk: int = 500) -> int:
+class PayloadMismatch(ValueError):
+    """The bytes kept apart for a dead letter do not match the hash its envelope recorded."""
+
+
+async def original_of(cql: Optional[Cql], row: Any) -> tuple[Optional[bytes], Optional[bytes]]:
+    """The key and value exactly as first consumed: from the row, or, for a letter too large
+    for the dead-letter topic (app/outputs.py), from the payload table, checked by SHA-256."""
+    key, value = original_bytes(row.key_b64, row.value_b64)
+    if row.value_b64 is None and cql is not None:
+        payload = await cql.dead_letter_payload(row.source_topic, row.source_partition, row.source_offset)
+        if payload is not None:
+            key, value = payload.key, payload.value
+            if hashlib.sha256(value or b"").hexdigest() != payload.value_sha256:
+                raise PayloadMismatch(f"dead letter {row.source_topic}/{row.source_partition}@"
+                                      f"{row.source_offset}: stored bytes do not match their SHA-256")
+    return key, value
+
+
+async def send_back(producer: Any, rows: Iterable[Any], chunk: int = 500, cql: Optional[Cql] = None) -> int:
     """Send each row's original key and value to its source topic, with replay
-    headers naming the original position, attempts and first failure; returns once all are on the broker."""
+    headers naming the original position, attempts and first failure; returns once all are on the broker.
+    `cql`: where the original bytes of oversized letters are kept (without it they go back empty)."""
     sent, pending = 0, []
     for row in rows:
-        key, value = original_bytes(row.key_b64, row.value_b64)
+        key, value = await original_of(cql, row)
         origin = f"{row.source_topic}/{row.source_partition}@{row.source_offset}"
         headers = replay_headers(origin, row.attempts or 1, _aware(row.failed_at))
         pending.append(await producer.send(row.source_topic, key, value, None, None, headers))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from mode import Service
 
@@ -12,7 +13,9 @@ from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
 from app.adapters.registry import SchemaRegistry
 from app.avro import AvroCodec
+from app.batching import Progress
 from app.main import app, settings
+from app.outputs import Headers, Outputs
 from app.retry import retry_transient
 from models.avro_schemas import RAW_TRANSACTION, USER_CLICK
 
@@ -25,6 +28,17 @@ registry = SchemaRegistry(settings)
 # Avro codecs, one per schema the app reads; they share the registry's cache of schemas by id.
 clicks_avro = AvroCodec(registry, USER_CLICK)
 transactions_avro = AvroCodec(registry, RAW_TRANSACTION)
+
+
+
+def _send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
+    return app.producer.send(topic, key, value, None, None, headers)
+
+
+# The one output path of every agent, and the batches they have in progress.
+outputs = Outputs(_send, dead_letter_topic=settings.topic(settings.dlq_topic),
+                  max_bytes=settings.max_output_bytes, payloads=cql)
+progress = Progress()
 
 _ready: "asyncio.Future[None] | None" = None
 

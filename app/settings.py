@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from importlib.resources.abc import Traversable
 from typing import Any, Callable, Mapping
@@ -13,6 +14,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from app import assets
+from domain.parsing import TimeRules
 
 # The source checkout (README, tests); never the place of a file the package needs at run
 # time: installed, this is site-packages (app/assets.py reads those files).
@@ -63,6 +65,14 @@ def _positive_float(raw: str) -> float:
     if not value > 0:        # also refuses nan
         raise ValueError("must be > 0")
     return value
+
+
+def _aware_datetime(raw: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError("must be an ISO-8601 timestamp") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _bool(raw: str) -> bool:
@@ -140,6 +150,12 @@ class Settings:
                                             "aiokafka is not the version the repairs (app/faust_fixes.py, "
                                             "app/stalls.py, app/stores.py) were written for, with a warning; "
                                             "off: refuse to start, naming them.")
+    kafka_max_message_bytes: int = setting(1048588, _positive_int, "Largest record the brokers accept "
+                                           "(their message.max.bytes, or the topics' max.message.bytes if "
+                                           "lower): a larger output is dead-lettered as too_large, a larger "
+                                           "dead letter keeps the original bytes in the dead-letter store.")
+    kafka_max_request_bytes: int = setting(1048576, _positive_int, "The producer's max_request_size; the "
+                                           "smaller of this and APP_KAFKA_MAX_MESSAGE_BYTES bounds an output.")
     topic_prefix: str = setting("", str, "Prefix added to every topic name (isolates tests and tenants).")
     topic_partitions: int = setting(8, _positive_int, "Partitions of the topics the app creates.")
     topic_replicas: int = setting(1, _positive_int, "Replication factor of the topics the app creates.")
@@ -181,6 +197,15 @@ class Settings:
     cache_ttl_s: float = setting(300.0, _float, "Seconds an account stays in the cache before it is fetched again.")
     cache_negative_ttl_s: float = setting(30.0, _float, "Seconds an unknown account is remembered as unknown.")
     batch_size: int = setting(500, _positive_int, "Events an agent takes per batch.")
+    batch_stuck_s: float = setting(120.0, _positive_float, "A batch unfinished for longer than this makes "
+                                   "/ready answer 503 naming its partitions (and the outage, if one is "
+                                   "being waited out).")
+    timestamp_earliest: datetime = setting(datetime(2000, 1, 1, tzinfo=timezone.utc), _aware_datetime,
+                                           "Event timestamps before this (ISO-8601) are dead-lettered as "
+                                           "implausible_timestamp.")
+    timestamp_max_ahead_s: float = setting(86400.0, _float, "Event timestamps more than this many seconds "
+                                           "ahead of the worker's clock are dead-lettered as "
+                                           "implausible_timestamp.")
     batch_wait_s: float = setting(0.2, _float, "Longest wait to fill a batch, in seconds.")
     sales_topic: str = setting("sales.orders", _str, "Topic of the sales orders.")
     sales_batch_size: int = setting(100, _positive_int, "Sales orders per batch (one PostgreSQL upsert each).")
@@ -248,6 +273,14 @@ class Settings:
             return self.web_advertised_host
         return socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
 
+    @property
+    def time_rules(self) -> TimeRules:
+        return TimeRules(self.timestamp_earliest, timedelta(seconds=self.timestamp_max_ahead_s))
+
+    @property
+    def max_output_bytes(self) -> int:
+        return min(self.kafka_max_message_bytes, self.kafka_max_request_bytes)
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
@@ -298,6 +331,8 @@ def markdown_table() -> str:
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(default)
+        if isinstance(default, datetime):
+            default = default.isoformat()
         shown = f"`{default}`" if default != "" else "(empty)"
         required = " Required in staging/prod." if f.metadata["deployed"] else ""
         rows.append(f"| `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata['doc']}{required} |")

@@ -13,20 +13,13 @@ partition is rewound when, outside rebalances, table recovery and outages being 
 either a hole (acked records behind the commit point, the consumer past them, nothing in
 flight that could fill the gap) is seen at two rounds in a row, or its commit point has not
 moved for `stall_s` although records at or past it were read (the backstop).
-
-`batches` also holds a taken batch while a rebalance is in progress, so that nothing is
-acked while faust resets its offsets.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Hashable, Mapping, Optional, Sequence, TypeVar, cast
-
-from faust.streams import Stream
-from faust.types import EventT, StreamT
+from typing import Any, Hashable, Mapping, Optional, TypeVar
 
 from app import metrics, retry
 
@@ -98,16 +91,6 @@ def positions_of(consumer: Any, tps: Any) -> dict[Any, Position]:
         out[tp] = Position(consumer._committed_offset.get(tp), consumer._read_offset.get(tp),
                            min(acked) if acked else None, pending.get(tp))
     return out
-
-
-async def batches(app: Any, stream: StreamT, size: int, within: float) -> AsyncIterator[Sequence[EventT]]:
-    """`noack_take` batches (acks are the caller's), each handed over once no rebalance is
-    in progress: faust seeks the partitions to their committed offsets at its end, and an
-    ack in between is counted against offsets the seek then replaces."""
-    async for events in cast(Stream, stream).noack_take(size, within=within):
-        while app.rebalancing:
-            await asyncio.sleep(0.05)
-        yield events
 
 
 _watched: dict[Any, Watch] = {}

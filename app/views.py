@@ -236,7 +236,7 @@ class ReplayDeadLetters(web.View):
             if dry_run:
                 return self.json({"dry_run": True, "selection": _describe(selection), "would_replay": len(rows),
                                   "dead_letters": [_dead_letter_json(r) for r in rows]})
-            sent = await replay.send_back(app.producer, rows)
+            sent = await replay.send_back(app.producer, rows, cql=cql)
         except TransientError as exc:
             return _unavailable(self, exc)
         log.warning("replayed %d dead letters over HTTP (%s)", sent, _describe(selection))

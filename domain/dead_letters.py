@@ -17,6 +17,8 @@ REPLAY_HEADER = "replay-of"
 ATTEMPTS_HEADER = "dead-letter-attempts"
 FIRST_FAILED_HEADER = "dead-letter-first-failed-at"
 
+MAX_ERROR = 2000          # characters of the error message kept in a letter
+
 Headers = Union[Mapping[str, bytes], Iterable[tuple[str, bytes]], None]
 
 
@@ -36,7 +38,7 @@ def dead_letter(error: PermanentError, *, topic: str, partition: int, offset: in
         value_b64=_b64(value),
         stage=error.stage.value,
         reason=error.reason.value,
-        error=error.message,
+        error=error.message[:MAX_ERROR],
         first_failed_at=(first_failed_at or datetime.now(timezone.utc)).isoformat(),
         attempts=attempts,
         worker_id=WORKER_ID,

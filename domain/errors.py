@@ -9,6 +9,7 @@ class Stage(str, Enum):
     VALIDATE = "validate"
     ENRICH = "enrich"
     STORE = "store"                        # the database refused the row itself
+    FORWARD = "forward"                    # sending the output to its topic
 
 
 class Reason(str, Enum):
@@ -18,7 +19,11 @@ class Reason(str, Enum):
     INVALID_FIELD = "invalid_field"        # wrong type or shape
     UNKNOWN_CATEGORY = "unknown_category"
     INVALID_AMOUNT = "invalid_amount"
-    INVALID_TIMESTAMP = "invalid_timestamp"
+    INVALID_TIMESTAMP = "invalid_timestamp"            # not a timestamp, or without a UTC offset
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"  # parses, but has no UTC equivalent (year 0 or 10000)
+    IMPLAUSIBLE_TIMESTAMP = "implausible_timestamp"    # before APP_TIMESTAMP_EARLIEST or too far ahead
+    CONTROL_CHARACTER = "control_character"            # NUL or another control character in a text field
+    FIELD_TOO_LARGE = "field_too_large"                # a text field longer than its limit
     UNKNOWN_ACCOUNT = "unknown_account"
     # Avro in the Confluent wire format (magic byte 0, 4-byte schema id, Avro binary)
     BAD_MAGIC_BYTE = "bad_magic_byte"              # first byte is not 0: not Confluent-framed Avro
@@ -31,7 +36,10 @@ class Reason(str, Enum):
     EMPTY_ORDER = "empty_order"                    # no items
     INVALID_QUANTITY = "invalid_quantity"          # not a positive integer, or too large
     INVALID_PRICE = "invalid_price"                # not a number, negative, > 2 decimals, too large
-    REJECTED_BY_DATABASE = "rejected_by_database"  # a data error on this row alone (SQLSTATE 22/23)
+    REJECTED_BY_DATABASE = "rejected_by_database"  # a data error on this row alone (SQLSTATE 22/23, CQL InvalidRequest)
+    # any pipeline
+    TOO_LARGE = "too_large"                        # the output is larger than the broker accepts
+    INTERNAL_ERROR = "internal_error"              # an error nobody foresaw, isolated to this event
 
 
 class PermanentError(Exception):
@@ -42,6 +50,11 @@ class PermanentError(Exception):
         self.stage = stage
         self.reason = reason
         self.message = message
+
+
+def internal_error(stage: Stage, exc: BaseException) -> PermanentError:
+    """An unforeseen exception, isolated to one event: dead-lettered with its type and message."""
+    return PermanentError(stage, Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:1000])
 
 
 class TransientError(Exception):

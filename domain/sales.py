@@ -1,13 +1,14 @@
 """Sales orders: decode and validate one order, sum its total exactly, fold a batch into rows."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping, Optional
 
 import orjson
 
 from domain.errors import PermanentError, Reason, Stage
+from domain.parsing import DEFAULT_TIME_RULES, TimeRules, parse_timestamp, text
 from models.sales_order import OrderItem, SalesOrder
 
 MAX_ORDER_NUMBER = 2**31 - 1          # the `sales.order_number` column is INT
@@ -37,12 +38,14 @@ def decode_order(raw: Optional[bytes]) -> Mapping[str, Any]:
     return data
 
 
-def parse_order(raw: Optional[bytes]) -> SalesOrder:
+def parse_order(raw: Optional[bytes], *, rules: TimeRules = DEFAULT_TIME_RULES,
+                now: Optional[datetime] = None) -> SalesOrder:
     """Decode and validate one order; every failure raises PermanentError with its reason."""
-    return to_order(decode_order(raw))
+    return to_order(decode_order(raw), rules=rules, now=now)
 
 
-def to_order(data: Mapping[str, Any]) -> SalesOrder:
+def to_order(data: Mapping[str, Any], *, rules: TimeRules = DEFAULT_TIME_RULES,
+             now: Optional[datetime] = None) -> SalesOrder:
     order_number = parse_order_number(_required(data, "order_number"))
     items = _required(data, "items")
     if not isinstance(items, list):
@@ -52,14 +55,17 @@ def to_order(data: Mapping[str, Any]) -> SalesOrder:
     if len(items) > MAX_ITEMS:
         raise _invalid(Reason.INVALID_FIELD, f"order {order_number} has {len(items)} items, most {MAX_ITEMS}")
     customer_id = data.get("customer_id")
-    if customer_id is not None and (not isinstance(customer_id, str) or not 0 < len(customer_id) <= 256):
-        raise _invalid(Reason.INVALID_FIELD, "'customer_id' must be a string of 1 to 256 characters")
+    if customer_id is not None:
+        if customer_id == "":
+            raise _invalid(Reason.INVALID_FIELD, "'customer_id' must be a string of 1 to 256 characters")
+        text(customer_id, "customer_id")
     ordered_at = data.get("ordered_at")
     return SalesOrder(
         order_number=order_number,
         items=[_to_item(index, item) for index, item in enumerate(items)],
         customer_id=customer_id,
-        ordered_at=None if ordered_at is None else parse_ordered_at(ordered_at),
+        ordered_at=None if ordered_at is None else parse_timestamp(ordered_at, "ordered_at", rules=rules,
+                                                                    now=now, epoch_millis=False),
     )
 
 
@@ -75,8 +81,12 @@ def _to_item(index: int, item: Any) -> OrderItem:
     if not isinstance(item, dict):
         raise _invalid(Reason.INVALID_FIELD, f"items[{index}] must be an object, got {type(item).__name__}")
     product_id = _required(item, "product_id", where)
-    if isinstance(product_id, bool) or not isinstance(product_id, (str, int)) or len(str(product_id)) > 256:
+    if isinstance(product_id, bool) or not isinstance(product_id, (str, int)):
         raise _invalid(Reason.INVALID_FIELD, f"'{where}product_id' must be a string or an integer")
+    if isinstance(product_id, int) and not -2**63 <= product_id < 2**63:
+        raise _invalid(Reason.INVALID_FIELD, f"'{where}product_id' is an integer out of range")
+    if isinstance(product_id, str):
+        text(product_id, f"{where}product_id")
     return OrderItem(
         product_id=str(product_id),
         quantity=parse_quantity(_required(item, "quantity", where), where),
@@ -120,19 +130,6 @@ def parse_unit_price(value: Any, where: str = "") -> Decimal:
     if price != price.quantize(CENT):
         raise _invalid(Reason.INVALID_PRICE, f"'{where}unit_price' {value!r} has more than 2 decimal places")
     return price.quantize(CENT)
-
-
-def parse_ordered_at(value: Any) -> datetime:
-    """ISO-8601 with a UTC offset; returned in UTC."""
-    try:
-        if not isinstance(value, str):
-            raise TypeError(type(value).__name__)
-        moment = datetime.fromisoformat(value)
-    except (ValueError, TypeError) as exc:
-        raise _invalid(Reason.INVALID_TIMESTAMP, f"ordered_at {value!r} is not a timestamp ({exc})") from None
-    if moment.tzinfo is None:
-        raise _invalid(Reason.INVALID_TIMESTAMP, f"ordered_at {value!r} has no UTC offset")
-    return moment.astimezone(timezone.utc)
 
 
 def order_total(order: SalesOrder) -> Decimal:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping, Optional
 
 import orjson
 
 from domain.errors import PermanentError, Reason, Stage
+from domain.parsing import DEFAULT_TIME_RULES, TimeRules, parse_timestamp, text
 from models.transaction import CATEGORIES, Transaction
 
 # The one place that says which raw field feeds which Transaction field.
@@ -26,6 +27,8 @@ FIELD_MAP: Mapping[str, str] = {
     "description": "description",
 }
 OPTIONAL_FIELDS = frozenset({"description"})
+FREE_TEXT_FIELDS = frozenset({"description"})      # tabs and line breaks allowed
+MAX_TEXT = 256
 
 # Raw eventType values (upstream's vocabulary) to the pipeline's categories.
 EVENT_TYPES: Mapping[str, str] = {
@@ -72,8 +75,10 @@ def _decode_base64_json(raw: bytes) -> Any:
                              "value is neither JSON nor base64-wrapped JSON") from None
 
 
-def to_transaction(event: Mapping[str, Any]) -> Transaction:
-    """Validate the mapped fields of a decoded event; every failure names its reason."""
+def to_transaction(event: Mapping[str, Any], *, rules: TimeRules = DEFAULT_TIME_RULES,
+                   now: Optional[datetime] = None) -> Transaction:
+    """Validate the mapped fields of a decoded event; every failure names its reason.
+    `rules` and `now` bound a plausible occurredAt (domain/parsing.py)."""
     fields = {}
     for name, raw_name in FIELD_MAP.items():
         value = event.get(raw_name)
@@ -86,7 +91,7 @@ def to_transaction(event: Mapping[str, Any]) -> Transaction:
     for name in ("event_id", "category", "account_id", "currency", "end_to_end_id", "counterparty_key",
                  "channel", "description"):
         if name in fields:
-            _require_text(name, fields[name])
+            text(fields[name], FIELD_MAP[name], max_length=MAX_TEXT, free=name in FREE_TEXT_FIELDS)
 
     category = EVENT_TYPES.get(fields["category"])
     if category is None:
@@ -102,20 +107,12 @@ def to_transaction(event: Mapping[str, Any]) -> Transaction:
         account_id=fields["account_id"],
         amount=parse_amount(fields["amount"]),
         currency=currency,
-        occurred_at=parse_timestamp(fields["occurred_at"]),
+        occurred_at=parse_timestamp(fields["occurred_at"], FIELD_MAP["occurred_at"], rules=rules, now=now),
         end_to_end_id=fields["end_to_end_id"],
         counterparty_key=fields["counterparty_key"],
         channel=fields["channel"],
         description=fields.get("description"),
     )
-
-
-def _require_text(name: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise PermanentError(Stage.VALIDATE, Reason.INVALID_FIELD,
-                             f"{FIELD_MAP[name]!r} must be a string, got {type(value).__name__}")
-    if len(value) > 256:
-        raise PermanentError(Stage.VALIDATE, Reason.INVALID_FIELD, f"{FIELD_MAP[name]!r} is too long")
 
 
 def parse_amount(value: Any) -> Decimal:
@@ -135,26 +132,6 @@ def parse_amount(value: Any) -> Decimal:
         raise PermanentError(Stage.VALIDATE, Reason.INVALID_AMOUNT,
                              f"amount {value!r} has more than 2 decimal places")
     return amount.quantize(Decimal("0.01"))
-
-
-def parse_timestamp(value: Any) -> datetime:
-    """ISO-8601 with an offset, or epoch milliseconds; returned in UTC."""
-    if isinstance(value, bool):
-        raise PermanentError(Stage.VALIDATE, Reason.INVALID_TIMESTAMP, "timestamp must not be a boolean")
-    try:
-        if isinstance(value, int):
-            moment = datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-        elif isinstance(value, str):
-            moment = datetime.fromisoformat(value)
-        else:
-            raise TypeError(type(value).__name__)
-    except (ValueError, TypeError, OverflowError, OSError) as exc:
-        raise PermanentError(Stage.VALIDATE, Reason.INVALID_TIMESTAMP,
-                             f"occurredAt {value!r} is not a timestamp ({exc})") from None
-    if moment.tzinfo is None:
-        raise PermanentError(Stage.VALIDATE, Reason.INVALID_TIMESTAMP,
-                             f"occurredAt {value!r} has no UTC offset")
-    return moment.astimezone(timezone.utc)
 
 
 def event_id_of(raw: Optional[bytes]) -> Optional[str]:

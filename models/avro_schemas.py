@@ -44,3 +44,20 @@ RAW_TRANSACTION: Mapping[str, Any] = {
 
 # What a producer keeps of a raw event (domain/samples.py::raw_event) to encode it.
 RAW_TRANSACTION_FIELDS = frozenset(field["name"] for field in RAW_TRANSACTION["fields"])
+
+
+# The seeds' producer schema, verbatim (shared/seeds/004, its `value_schema_str`): "logicalType"
+# beside "type", so Avro reads the timestamp as a plain long; domain/clicks.py accepts it as
+# epoch milliseconds. Kept for the tests that produce clicks exactly as that document does.
+SEED_USER_CLICK = """
+{
+  "namespace": "com.mycompany.events",
+  "type": "record",
+  "name": "UserClick",
+  "fields": [
+    { "name": "user_id", "type": "string" },
+    { "name": "url", "type": "string" },
+    { "name": "timestamp", "type": "long", "logicalType": "timestamp-millis" }
+  ]
+}
+"""

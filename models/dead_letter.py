@@ -19,3 +19,8 @@ class DeadLetter(faust.Record, serializer="json"):
     first_failed_at: str          # ISO-8601 UTC
     attempts: int
     worker_id: str
+    # When the letter with the original bytes would be too large for the topic: the bytes are
+    # in the dead-letter store's payload table instead (key_b64/value_b64 are then None).
+    stored_apart: bool = False
+    value_size: Optional[int] = None
+    value_sha256: Optional[str] = None

@@ -8,7 +8,7 @@ from datetime import date
 from importlib.resources.abc import Traversable
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra import DriverException, InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -16,7 +16,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from app import assets, metrics
 from app.settings import Settings
-from domain.errors import TransientError
+from domain.errors import PermanentError, Reason, Stage, TransientError
 
 log = logging.getLogger(__name__)
 _TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable,
@@ -72,6 +72,11 @@ class Cql:
                 return await self._wait(session.execute_async(statement, params))
         except _TRANSIENT as exc:
             raise TransientError(f"CQL: {type(exc).__name__}: {exc}") from exc
+        except InvalidRequest as exc:
+            # The server refused the data itself (a value or batch too large, a bad value):
+            # the event's fault, never an outage (app/batching.py finds which event).
+            raise PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE,
+                                 f"the CQL server refused the write: {exc}"[:1000]) from exc
 
     async def execute_many(self, statement: PreparedStatement, rows: Iterable[Sequence[Any]]) -> None:
         """Run a prepared statement for each row concurrently (bounded), all or an exception."""
@@ -199,6 +204,23 @@ class Cql:
             (row["day"], row["source_topic"], row["source_partition"], row["source_offset"],
              row["failed_at"], row["stage"], row["reason"], row["error"], row["key_b64"],
              row["value_b64"], row["attempts"], row["worker_id"]) for row in letters])
+
+    @metrics.timed(metrics.cql_seconds, "store_dead_letter_payload")
+    async def store_dead_letter_payload(self, topic: str, partition: int, offset: int, key: Optional[bytes],
+                                        value: Optional[bytes], sha256: str) -> None:
+        stmt = await self.prepare(
+            f"INSERT INTO {self.keyspace}.dead_letter_payloads (source_topic, source_partition, source_offset,"
+            " key, value, value_sha256, stored_at) VALUES (?, ?, ?, ?, ?, ?, toTimestamp(now()))")
+        await self.execute(stmt, (topic, partition, offset, key, value, sha256))
+
+    @metrics.timed(metrics.cql_seconds, "dead_letter_payload")
+    async def dead_letter_payload(self, topic: str, partition: int, offset: int) -> Optional[Any]:
+        """The row of a letter whose original bytes were kept apart, or None."""
+        stmt = await self.prepare(
+            f"SELECT key, value, value_sha256 FROM {self.keyspace}.dead_letter_payloads"
+            " WHERE source_topic = ? AND source_partition = ? AND source_offset = ?")
+        rows = await self.execute(stmt, (topic, partition, offset))
+        return rows[0] if rows else None
 
     @metrics.timed(metrics.cql_seconds, "dead_letters")
     async def dead_letters(self, day: date, limit: int = 1000) -> list[Any]:

@@ -23,6 +23,27 @@ _TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
               asyncpg.CrashShutdownError, asyncpg.ConnectionFailureError,
               # a connection left mid-operation (e.g. by a cancelled caller): retry on another
               asyncpg.InternalClientError)
+# SQLSTATE classes (and codes) of a server that cannot serve anyone right now: connection
+# exceptions, insufficient resources, operator intervention (shutdown, restart), system
+# errors, rollbacks (deadlock, serialization), a read-only standby after a failover, a lock
+# not available, refused credentials. Waited out without limit, like an unreachable server.
+_OUTAGE_CLASSES = ("08", "53", "57", "58", "40", "28")
+_OUTAGE_CODES = ("25006", "55P03")
+# Data exceptions (22: e.g. a NUL character, a numeric value out of range) and integrity
+# violations (23): the server refuses this data; retrying cannot help.
+_DATA_CLASSES = ("22", "23")
+
+
+def classify(exc: asyncpg.PostgresError, stage: Stage) -> Exception:
+    """A server error as the pipeline's error model sees it; other errors are unforeseen and
+    come back as they are (app/batching.py isolates the event behind them)."""
+    code = str(getattr(exc, "sqlstate", "") or "")
+    if code[:2] in _OUTAGE_CLASSES or code in _OUTAGE_CODES:
+        return TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}")
+    if code[:2] in _DATA_CLASSES:
+        return PermanentError(stage, Reason.REJECTED_BY_DATABASE,
+                              f"PostgreSQL refused the data: {type(exc).__name__}: {exc}"[:1000])
+    return exc
 
 
 class Postgres:
@@ -47,8 +68,9 @@ class Postgres:
                         timeout=self.settings.postgres_timeout_s)
         return self._pool
 
-    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run `work` on a pooled connection; outages raise TransientError."""
+    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], stage: Stage = Stage.STORE) -> T:
+        """Run `work` on a pooled connection; outages raise TransientError, data the server
+        refuses PermanentError (of `stage`), anything else goes through as it is."""
         try:
             pool = await self._get_pool()
             # A bounded wait: a pool that cannot hand out a connection is an outage to retry
@@ -58,6 +80,11 @@ class Postgres:
                 return await work(conn)
         except _TRANSIENT as exc:
             raise TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            classified = classify(exc, stage)
+            if classified is exc:
+                raise
+            raise classified from exc
 
     async def ping(self, timeout_s: float) -> None:
         """One `SELECT 1` on a connection of its own: a health check that times out must not
@@ -147,7 +174,7 @@ class Postgres:
                 " WHERE a.account_id = ANY($1::text[])", list(account_ids))
             return {r["account_id"]: dict(r) for r in rows}
 
-        return await self.run(work)
+        return await self.run(work, Stage.ENRICH)
 
     # --- sales (order totals) -------------------------------------------------------
 
@@ -169,8 +196,8 @@ class Postgres:
 
         Order numbers must be unique within `rows` (domain.sales.order_totals does that).
         A data error on a row (SQLSTATE class 22/23) raises PermanentError: retrying cannot
-        help. Any other server error (outage, failover to a read-only standby, a missing
-        table, a deadlock) raises TransientError: retried until an operator fixes it.
+        help. An outage (failover to a read-only standby, a deadlock, a shutdown) raises
+        TransientError (see `classify`).
         """
         if not rows:
             return 0
@@ -179,10 +206,4 @@ class Postgres:
             status = await conn.execute(self._SAVE_ORDER_TOTALS, [n for n, _ in rows], [t for _, t in rows])
             return int(status.rsplit(" ", 1)[-1])
 
-        try:
-            return await self.run(work)
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            raise PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE,
-                                 f"PostgreSQL refused the order totals: {type(exc).__name__}: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        return await self.run(work)

@@ -157,7 +157,7 @@ async def replay_dead_letters(self: AppCommand, reason: Optional[str], stage: Op
             for row in chosen:
                 print(f"{row.source_topic}/{row.source_partition}@{row.source_offset} {row.reason}: {row.error}")
         else:
-            await replay.send_back(app.producer, tqdm(chosen, desc="replaying", unit="ev"))
+            await replay.send_back(app.producer, tqdm(chosen, desc="replaying", unit="ev"), cql=cql)
     except TransientError as exc:
         raise SystemExit(f"replay-dead-letters: {exc}") from None
     finally:

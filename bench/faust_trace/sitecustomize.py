@@ -84,8 +84,8 @@ if os.environ.get("FTRACE"):
 
     mode_logging.CompositeLogger.dev = dev   # type: ignore[method-assign]
 
-    import app.stalls as stalls
-    original_batches = stalls.batches
+    import app.batching as batching
+    original_batches = batching.batches
 
     async def batches(app: Any, stream: Any, size: int, within: float) -> Any:
         last: dict[Any, int] = {}
@@ -97,4 +97,4 @@ if os.environ.get("FTRACE"):
                 last[tp] = offset
             yield events
 
-    stalls.batches = batches
+    batching.batches = batches

@@ -8,68 +8,23 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from prometheus_client.parser import text_string_to_metric_families
 
 from domain.samples import Sample, samples
 from domain.transactions import EVENT_TYPES, decode
 from tests.integration.pipeline import (dead_letter_topic, expected_reason, forwarded, output_count, produce,
                                         seed_accounts, stored_dead_letters)
-from tests.integration.support import ROOT, Worker, wait_until
+from tests.integration.support import ROOT, wait_until
+from tests.integration.web import http, metrics_of, total, url_of, wait_ready
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "s3cret-replay-token"
 
 
-# --- helpers ----------------------------------------------------------------------------------
-
-class Reply:
-    def __init__(self, status: int, headers: Any, body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
-
-
-def http(worker: Worker, path: str, method: str = "GET", headers: Optional[dict[str, str]] = None,
-         body: Optional[bytes] = None) -> Reply:
-    url = f"http://127.0.0.1:{worker.env['APP_WEB_PORT']}{path}"
-    request = urllib.request.Request(url, method=method, headers=headers or {}, data=body)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Reply(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as exc:
-        return Reply(exc.code, exc.headers, exc.read())
-
-
-def url_of(worker: Worker) -> str:
-    return f"http://127.0.0.1:{worker.env['APP_WEB_PORT']}"
-
-
-def metrics_of(worker: Worker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    reply = http(worker, "/metrics")
-    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain"), reply.status
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(reply.text) for s in family.samples}
-
-
-def total(samples_: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in samples_.items()
-               if n == name and all(dict(ls).get(k) == want for k, want in labels.items()))
-
-
-def wait_ready(worker: Worker, event_loop_run: Any, timeout: float = 90) -> None:
-    event_loop_run(wait_until(lambda: http(worker, "/ready").status == 200, timeout, f"{url_of(worker)}/ready"))
 
 
 def category_of(sample: Sample) -> str:
@@ -107,7 +62,8 @@ def test_health_ready_metrics_and_stats_of_a_running_worker(workers: Any, settin
     wait_ready(worker, event_loop_run)
     ready = http(worker, "/ready").json()
     assert ready["ready"] is True
-    assert set(ready["checks"]) == {"partitions_assigned", "tables_recovered", "postgres", "cql", "schema_registry"}
+    assert set(ready["checks"]) == {"partitions_assigned", "tables_recovered", "batches", "postgres", "cql",
+                                    "schema_registry"}
     assert all(check["ok"] for check in ready["checks"].values()), ready
     assert http(worker, "/table/accounts-cache/").status == 404           # faust's table views are off
     assert http(worker, "/dead-letters/replay", "POST").status == 403     # no token configured
@@ -143,7 +99,7 @@ def test_health_ready_metrics_and_stats_of_a_running_worker(workers: Any, settin
     assert total(m, "pipeline_cql_seconds_count", op="store_dead_letters") >= 1
     assert len([1 for (n, ls) in m if n == "pipeline_consumer_lag" and dict(ls)["topic"] == raw]) == 8
     assert total(m, "faust_messages_received_per_topic_total", topic=raw) == 3000
-    assert total(m, "pipeline_ready") == 1 and total(m, "pipeline_ready_check") == 5
+    assert total(m, "pipeline_ready") == 1 and total(m, "pipeline_ready_check") == 6
     assert total(m, "process_cpu_seconds_total") > 0
 
     stats = http(worker, "/stats")
@@ -329,7 +285,7 @@ def test_status_page_in_headless_chromium(workers: Any, settings: Any, accounts:
 @pytest.mark.disruptive
 def test_ready_fails_and_lag_grows_while_postgres_is_down(workers: Any, settings: Any, accounts: int,
                                                           event_loop_run: Any) -> None:
-    worker = workers().start()
+    worker = workers(APP_BATCH_STUCK_S="3").start()
     wait_ready(worker, event_loop_run)
     raw = settings.topic("transactions.raw")
     stack("down postgres")
@@ -348,6 +304,14 @@ def test_ready_fails_and_lag_grows_while_postgres_is_down(workers: Any, settings
                                   30, "the lag of the 500 waiting events"))
         m = metrics_of(worker)
         assert total(m, "pipeline_ready") == 0 and total(m, "pipeline_ready_check", check="postgres") == 0
+
+        # The waiting batch is named, with the outage it waits for, and nothing is dead-lettered.
+        def batch_named() -> bool:
+            check = http(worker, "/ready").json()["checks"]["batches"]
+            return not check["ok"] and "outage of PostgreSQL (accounts)" in check["detail"] and raw in check["detail"]
+        event_loop_run(wait_until(batch_named, 30, "/ready to name the stuck batch and its outage"))
+        assert total(metrics_of(worker), "pipeline_oldest_batch_age_seconds", agent="transactions") > 3
+        assert total(metrics_of(worker), "pipeline_isolated_events_total") == 0
         assert "NOT READY" in http(worker, "/status").text
     finally:
         stack("up postgres")

@@ -1,4 +1,4 @@
-"""Retry helpers: transient errors wait, unforeseen ones retry the batch, cancellation stops."""
+"""Retry helpers: transient errors wait (named while they last), cancellation stops."""
 from __future__ import annotations
 
 import asyncio
@@ -7,31 +7,10 @@ from typing import Awaitable, Callable, TypeVar
 
 import pytest
 
-from app.retry import retry_transient, until_done
+from app.retry import current_outages, retry_transient
 from domain.errors import TransientError
 
 T = TypeVar("T")
-
-
-def test_until_done_retries_an_unforeseen_error_and_logs_it(caplog: pytest.LogCaptureFixture,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(asyncio, "sleep", _no_sleep)
-    flaky, calls = _failing(2, KeyError("boom"), "ok")
-    with caplog.at_level(logging.ERROR):
-        assert asyncio.run(until_done(flaky, what="batch")) == "ok"
-    assert len(calls) == 3
-    assert sum("batch failed unexpectedly" in r.message for r in caplog.records) == 2
-
-
-def test_until_done_lets_cancellation_through() -> None:
-    async def scenario() -> None:
-        task = asyncio.ensure_future(until_done(lambda: asyncio.sleep(10), what="batch"))
-        await asyncio.sleep(0)
-        task.cancel()
-        await task
-
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(scenario())
 
 
 def test_retry_transient_logs_once_per_change_of_state(caplog: pytest.LogCaptureFixture,
@@ -43,6 +22,20 @@ def test_retry_transient_logs_once_per_change_of_state(caplog: pytest.LogCapture
     messages = [r.message for r in caplog.records]
     assert sum("unavailable" in m for m in messages) == 1
     assert sum("available again" in m for m in messages) == 1
+    assert current_outages() == [], "the outage is over"
+
+
+def test_an_outage_is_named_while_it_is_waited_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    async def down_then_up() -> int:
+        seen.append(current_outages())
+        if len(seen) < 3:
+            raise TransientError("down")
+        return 1
+
+    asyncio.run(retry_transient(down_then_up, what="PostgreSQL (accounts)", first_delay=0.001))
+    assert seen == [[], ["PostgreSQL (accounts)"], ["PostgreSQL (accounts)"]]
 
 
 async def _no_sleep(_: float) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from agents import sales
+from app import batching
 from domain.errors import PermanentError, Reason, Stage, TransientError
 
 
@@ -58,7 +60,7 @@ def test_one_upsert_per_batch_bad_orders_dead_lettered_rest_saved() -> None:
     db, dlq = FakeDatabase(), FakeDeadLetters()
     events = [event(0, order(1)), event(1, b"{oops"), event(2, order(2, "-1")), event(3, order(1, "3.00")),
               event(4, order(3))]
-    run(sales.handle_batch(events, db.save, dlq.send))
+    run(sales.handle_batch(events, save=db.save, send=dlq.send))
     assert db.calls == [[(1, Decimal("6.00")), (3, Decimal("2.00"))]]      # one round trip, last one wins
     assert dlq.sent == [(1, Reason.UNDECODABLE), (2, Reason.INVALID_PRICE)]
 
@@ -68,7 +70,7 @@ def test_outage_is_retried_until_saved(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr("app.retry.asyncio.sleep", _no_sleep)
     db, dlq = FakeDatabase(outages=5), FakeDeadLetters()
     with caplog.at_level("WARNING"):
-        run(sales.handle_batch([event(0, order(1))], db.save, dlq.send))
+        run(sales.handle_batch([event(0, order(1))], save=db.save, send=dlq.send))
     assert len(db.calls) == 6
     assert db.table == {1: Decimal("2.00")}
     messages = [r.getMessage() for r in caplog.records]
@@ -76,18 +78,34 @@ def test_outage_is_retried_until_saved(monkeypatch: pytest.MonkeyPatch,
     assert "unavailable" in messages[0] and "available again" in messages[1]
 
 
-def test_a_refused_batch_is_saved_one_by_one_and_only_the_refused_order_dead_lettered() -> None:
+def test_a_refused_batch_is_split_and_only_the_refused_order_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.batching.asyncio.sleep", _no_sleep)
     db, dlq = FakeDatabase(refuse=frozenset({2})), FakeDeadLetters()
-    run(sales.handle_batch([event(0, order(1)), event(1, order(2)), event(2, order(3))], db.save, dlq.send))
-    assert db.table == {1: Decimal("2.00"), 3: Decimal("2.00")}
+
+    async def isolate(e: Any, err: PermanentError) -> None:
+        await dlq.send([(e, err)])
+
+    events = [event(n, order(n + 1)) for n in range(7)]
+    run(batching.process("sales", events, partial(sales.handle_batch, save=db.save, send=dlq.send), isolate))
+    assert db.table == {n: Decimal("2.00") for n in (1, 3, 4, 5, 6, 7)}
     assert dlq.sent == [(1, Reason.REJECTED_BY_DATABASE)]
+    assert len(db.calls) <= 2 * len(events), "bounded: at most 2n attempts"
+
+
+def test_an_order_that_cannot_be_converted_to_utc_is_dead_lettered_not_raised() -> None:
+    db, dlq = FakeDatabase(), FakeDeadLetters()
+    bad = orjson.dumps({"order_number": 5, "ordered_at": "9999-12-31T23:30:00-01:00",
+                        "items": [{"product_id": "p", "quantity": 1, "unit_price": "1.00"}]})
+    run(sales.handle_batch([event(0, order(1)), event(1, bad)], save=db.save, send=dlq.send))
+    assert db.table == {1: Decimal("2.00")}
+    assert dlq.sent == [(1, Reason.TIMESTAMP_OUT_OF_RANGE)]
 
 
 def test_cancelled_during_an_outage_raises_so_the_batch_is_not_acked() -> None:
     db, dlq = FakeDatabase(outages=10**9), FakeDeadLetters()
 
     async def scenario() -> None:
-        task = asyncio.ensure_future(sales.handle_batch([event(0, order(1))], db.save, dlq.send))
+        task = asyncio.ensure_future(sales.handle_batch([event(0, order(1))], save=db.save, send=dlq.send))
         await asyncio.sleep(0.3)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

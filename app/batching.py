@@ -1,0 +1,199 @@
+"""The one batch loop of every agent: take a batch, process it, isolate what fails, ack.
+
+An outage of a server (TransientError) is waited out without limit, nothing dead-lettered.
+Any other failure of a batch is the fault of some event in it until shown otherwise: the
+batch is split in halves, each processed again (Lambda's bisect-on-error), down to the one
+event at fault, which is tried once more and then handed to the agent's `isolate` (a dead
+letter with its reason, `internal_error` for an unforeseen exception). A batch of n events
+is so processed at most 2n times for such errors, never forever; the halves keep their
+order, so a partition's events still reach the sinks in offset order. Writes are
+idempotent, so what a failed attempt already wrote is harmless when written again.
+
+`Progress` records which batches are unfinished and since when, for /ready and /metrics.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, Sequence, cast
+
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+
+from app import metrics
+from app.retry import retry_transient
+from domain.errors import PermanentError, Stage, TransientError, internal_error
+
+log = logging.getLogger(__name__)
+
+Handle = Callable[[Sequence[EventT]], Awaitable[None]]
+Isolate = Callable[[EventT, PermanentError], Awaitable[None]]
+SINGLE_ATTEMPTS = 2          # an event alone is tried this often before it is isolated
+RETRY_DELAY_S = 0.5          # lets a passing hiccup (a server, the broker's metadata) clear
+
+
+class StageError(Exception):
+    """An unforeseen exception, with the stage of the pipeline it came from."""
+
+    def __init__(self, stage: Stage, error: BaseException) -> None:
+        super().__init__(f"{stage.value}: {type(error).__name__}: {error}")
+        self.stage = stage
+        self.error = error
+
+
+@contextlib.contextmanager
+def stage(name: Stage) -> Iterator[None]:
+    """Names the stage of whatever unforeseen exception leaves the block."""
+    try:
+        yield
+    except (PermanentError, TransientError, StageError, asyncio.CancelledError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - labelled and re-raised
+        raise StageError(name, exc) from exc
+
+
+def as_permanent(exc: BaseException, default_stage: Stage = Stage.STORE) -> PermanentError:
+    """What a failure of one event alone is dead-lettered as."""
+    if isinstance(exc, PermanentError):
+        return exc
+    if isinstance(exc, StageError):
+        return internal_error(exc.stage, exc.error)
+    return internal_error(default_stage, exc)
+
+
+async def process(agent: str, events: Sequence[EventT], handle: Handle, isolate: Isolate) -> None:
+    """Run `handle(events)` to completion: outages waited out, failing events isolated.
+    Raises only CancelledError (the batch then stays unacked and is consumed again)."""
+    error = await _attempt(agent, events, handle)
+    if error is None:
+        return
+    if len(events) > 1:
+        log.warning("%s: a batch of %d events failed (%s); processing it in halves to find the "
+                    "event(s) at fault", agent, len(events), _describe(error))
+        middle = len(events) // 2
+        await process(agent, events[:middle], handle, isolate)
+        await process(agent, events[middle:], handle, isolate)
+        return
+    for _ in range(SINGLE_ATTEMPTS - 1):
+        await asyncio.sleep(RETRY_DELAY_S)
+        error = await _attempt(agent, events, handle)
+        if error is None:
+            return
+    event = events[0]
+    permanent = as_permanent(error)
+    message = event.message
+    log.error("%s: event %s/%s@%s isolated as %s after %d attempts (%s)", agent, message.topic,
+              message.partition, message.offset, permanent.reason.value, SINGLE_ATTEMPTS, _describe(error),
+              exc_info=error if not isinstance(error, PermanentError) else None)
+    metrics.event_isolated(agent, permanent.reason.value)
+    await _until_no_outage(agent, lambda: isolate(event, permanent))
+
+
+async def _attempt(agent: str, events: Sequence[EventT], handle: Handle) -> Optional[BaseException]:
+    try:
+        await _until_no_outage(agent, lambda: handle(events))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure is isolated: see the module doc
+        return exc
+    return None
+
+
+async def _until_no_outage(agent: str, call: Callable[[], Awaitable[None]]) -> None:
+    """A TransientError that leaves the call (e.g. the broker gone while outputs were sent):
+    the whole call again, after a backoff, for as long as the outage lasts."""
+    await retry_transient(call, what=f"{agent} batch (an outage)")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, PermanentError):
+        return f"{error.reason.value}: {error.message[:300]}"
+    return f"{type(error).__name__}: {str(error)[:300]}"
+
+
+async def batches(app: Any, stream: StreamT, size: int, within: float) -> AsyncIterator[Sequence[EventT]]:
+    """`noack_take` batches (acks are the caller's), each handed over once no rebalance is
+    in progress: faust seeks the partitions to their committed offsets at its end, and an
+    ack in between is counted against offsets the seek then replaces."""
+    async for events in cast(Stream, stream).noack_take(size, within=within):
+        while app.rebalancing:
+            await asyncio.sleep(0.05)
+        yield events
+
+
+async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, *,
+              size: int, within: float, progress: "Progress") -> None:
+    """The agent's whole life: batches processed and acked until the stream is cancelled.
+    An exception that still escapes marks the agent dead (/health then answers 503)."""
+    try:
+        async for events in batches(app, stream, size, within):
+            metrics.batch_taken(agent, len(events))
+            with progress.batch(agent, events):
+                await process(agent, events, handle, isolate)
+            for event in events:
+                await stream.ack(event)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        progress.died(agent, exc)
+        raise
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    agent: str
+    topic: str
+    partition: int
+    age_s: float
+
+
+class Progress:
+    """The batches being processed (one per agent: agents run with concurrency 1) and the
+    agents that died."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._open: dict[str, tuple[float, frozenset[tuple[str, int]]]] = {}
+        self.dead: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def batch(self, agent: str, events: Sequence[EventT]) -> Iterator[None]:
+        partitions = frozenset((e.message.topic, e.message.partition) for e in events)
+        self._open[agent] = (self.clock(), partitions)
+        try:
+            yield
+        finally:
+            self._open.pop(agent, None)
+
+    def died(self, agent: str, exc: BaseException) -> None:
+        self.dead[agent] = f"{type(exc).__name__}: {exc}"[:300]
+        log.critical("agent %s died: %s", agent, self.dead[agent], exc_info=exc)
+
+    def unfinished(self) -> list[Unfinished]:
+        """Each partition with a batch in progress, the oldest batch first."""
+        now = self.clock()
+        oldest: dict[tuple[str, int], Unfinished] = {}
+        for agent, (started, partitions) in self._open.items():
+            for topic, partition in partitions:
+                age = now - started
+                if (topic, partition) not in oldest or oldest[(topic, partition)].age_s < age:
+                    oldest[(topic, partition)] = Unfinished(agent, topic, partition, age)
+        return sorted(oldest.values(), key=lambda u: -u.age_s)
+
+    def stuck(self, limit_s: float) -> list[Unfinished]:
+        return [u for u in self.unfinished() if u.age_s > limit_s]
+
+
+def summary(stuck: Sequence[Unfinished], outages: Sequence[str]) -> str:
+    """One line for /ready: which partitions, how long, and whether an outage is the cause."""
+    by_agent: dict[str, list[Unfinished]] = collections.defaultdict(list)
+    for u in stuck:
+        by_agent[u.agent].append(u)
+    parts = [f"{agent}: {', '.join(f'{u.topic}/{u.partition}' for u in us)} for {us[0].age_s:.0f}s"
+             for agent, us in by_agent.items()]
+    cause = f"waiting out an outage of {', '.join(outages)}" if outages else "no outage in progress"
+    return f"batch unfinished on {'; '.join(parts)} ({cause})"

@@ -1,0 +1,167 @@
+"""The shared batch mechanism with fake handles: isolation by halves, outages waited out,
+bounded attempts, order kept, stages named, and the progress that /ready reads."""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import pytest
+
+from app import batching
+from app.batching import Progress, StageError, stage, summary
+from domain.errors import PermanentError, Reason, Stage, TransientError
+
+
+def event(offset: int, partition: int = 0, value: bytes = b"ok") -> Any:
+    return SimpleNamespace(message=SimpleNamespace(topic="in", partition=partition, offset=offset, value=value))
+
+
+class Handle:
+    """Processes a batch unless it holds a poisoned offset; records every attempt."""
+
+    def __init__(self, poison: dict[int, BaseException], outages: int = 0) -> None:
+        self.poison = poison
+        self.outages = outages
+        self.attempts: list[list[int]] = []
+        self.done: list[int] = []
+
+    async def __call__(self, events: Sequence[Any]) -> None:
+        offsets = [e.message.offset for e in events]
+        self.attempts.append(offsets)
+        if self.outages:
+            self.outages -= 1
+            raise TransientError("broker gone")
+        for offset in offsets:
+            if offset in self.poison:
+                with stage(Stage.ENRICH):
+                    raise self.poison[offset]
+        self.done.extend(offsets)
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = asyncio.sleep
+
+    async def fast(_: float) -> None:
+        await real(0)
+    monkeypatch.setattr("app.batching.asyncio.sleep", fast)
+    monkeypatch.setattr("app.retry.asyncio.sleep", fast)
+
+
+def run(handle: Handle, events: list[Any]) -> list[tuple[int, PermanentError]]:
+    isolated: list[tuple[int, PermanentError]] = []
+
+    async def isolate(e: Any, err: PermanentError) -> None:
+        isolated.append((e.message.offset, err))
+
+    asyncio.run(batching.process("test", events, handle, isolate))
+    return isolated
+
+
+def test_one_poisoned_event_is_isolated_with_its_stage_and_the_rest_processed_in_order() -> None:
+    handle = Handle({13: OverflowError("date value out of range")})
+    isolated = run(handle, [event(n) for n in range(32)])
+    assert [offset for offset, _ in isolated] == [13]
+    error = isolated[0][1]
+    assert (error.reason, error.stage) == (Reason.INTERNAL_ERROR, Stage.ENRICH)
+    assert error.message == "OverflowError: date value out of range"
+    assert handle.done == [n for n in range(32) if n != 13], "every other event, in offset order"
+    assert len(handle.attempts) <= 2 * 32, "bounded"
+
+
+def test_a_refusal_found_by_halving_keeps_its_own_reason() -> None:
+    refused = PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE, "invalid byte sequence 0x00")
+    isolated = run(Handle({2: refused, 5: refused}), [event(n) for n in range(8)])
+    assert [(o, e.reason) for o, e in isolated] == [(2, Reason.REJECTED_BY_DATABASE), (5, Reason.REJECTED_BY_DATABASE)]
+
+
+def test_every_event_poisoned_each_ends_isolated_in_bounded_attempts() -> None:
+    events = [event(n) for n in range(16)]
+    handle = Handle({n: KeyError(n) for n in range(16)})
+    assert [o for o, _ in run(handle, events)] == list(range(16))
+    # 2n-1 attempts to split down to single events, plus one retry of each single event.
+    assert len(handle.attempts) == (2 * 16 - 1) + 16
+
+
+def test_an_outage_is_waited_out_without_isolating_anything() -> None:
+    handle = Handle({}, outages=25)
+    assert run(handle, [event(n) for n in range(4)]) == []
+    assert handle.done == [0, 1, 2, 3] and len(handle.attempts) == 26
+
+
+def test_a_failure_that_passes_on_the_second_try_is_not_isolated() -> None:
+    class Flaky(Handle):
+        async def __call__(self, events: Sequence[Any]) -> None:
+            if not self.attempts:
+                self.attempts.append([e.message.offset for e in events])
+                raise RuntimeError("once")
+            await super().__call__(events)
+
+    handle = Flaky({})
+    assert run(handle, [event(0), event(1)]) == []
+    assert handle.done == [0, 1]
+
+
+def test_cancellation_goes_through_and_isolates_nothing() -> None:
+    async def forever(events: Sequence[Any]) -> None:
+        await asyncio.Event().wait()
+
+    async def isolate(e: Any, err: PermanentError) -> None:
+        raise AssertionError("nothing is isolated on cancellation")
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(batching.process("t", [event(0)], forever, isolate))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+
+def test_stage_labels_unforeseen_errors_only() -> None:
+    with pytest.raises(StageError) as caught:
+        with stage(Stage.DECODE):
+            raise ValueError("x")
+    assert caught.value.stage is Stage.DECODE and isinstance(caught.value.error, ValueError)
+    with pytest.raises(TransientError):
+        with stage(Stage.DECODE):
+            raise TransientError("down")
+    with pytest.raises(PermanentError):
+        with stage(Stage.DECODE):
+            raise PermanentError(Stage.VALIDATE, Reason.MISSING_FIELD, "m")
+
+
+def test_progress_names_the_partitions_of_an_unfinished_batch_and_forgets_finished_ones() -> None:
+    now = [100.0]
+    progress = Progress(clock=lambda: now[0])
+    with progress.batch("transactions", [event(0, 3), event(1, 5)]):
+        now[0] = 250.0
+        stuck = progress.stuck(120)
+        assert {(u.topic, u.partition, u.age_s) for u in stuck} == {("in", 3, 150.0), ("in", 5, 150.0)}
+        line = summary(stuck, ["PostgreSQL (accounts)"])
+        assert "in/3" in line and "in/5" in line and "outage of PostgreSQL (accounts)" in line
+        assert progress.stuck(200) == []
+    assert progress.unfinished() == []
+
+
+def test_an_agent_whose_loop_raises_is_marked_dead() -> None:
+    progress = Progress()
+
+    class Broken:
+        def noack_take(self, size: int, within: float) -> Any:
+            async def gen() -> Any:
+                raise RuntimeError("stream broke")
+                yield  # pragma: no cover
+            return gen()
+
+    app = SimpleNamespace(rebalancing=False)
+
+    async def handle(events: Sequence[Any]) -> None:
+        return None
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(batching.run(app, "clicks", Broken(), handle, handle, size=1, within=0.1,  # type: ignore[arg-type]
+                                 progress=progress))
+    assert "clicks" in progress.dead and "stream broke" in progress.dead["clicks"]
