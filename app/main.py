@@ -8,10 +8,11 @@ from typing import Any
 import faust
 from mode.utils.objects import cached_property
 
+from app import preflight
 from app.faust_fixes import FlowControl, Transport
 from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
-from app.settings import ROOT, load_or_exit
+from app.settings import load_or_exit
 
 settings = load_or_exit()
 
@@ -28,6 +29,9 @@ class App(faust.App):
         return FlowControl(loop=self.loop)
 
     async def on_first_start(self) -> None:
+        # Versions, package files, data directory: one line and exit 78 when one is wrong,
+        # before faust creates its directories or anything connects.
+        preflight.run_or_exit(settings, Path(self.conf.datadir))
         await super().on_first_start()
         apply_level(settings)      # the worker CLI's `-l` set up logging just before this
         # Before faust's producer and consumer connect: refused credentials or an untrusted
@@ -42,7 +46,7 @@ app = App(
     broker=settings.kafka_brokers,
     broker_credentials=broker_credentials(settings),
     store=settings.store,
-    datadir=settings.data_dir or str(ROOT / "var" / settings.id),
+    datadir=settings.data_dir or str(Path("var") / settings.id),   # created at start, never at import
     autodiscover=["agents", "app.commands", "app.views"],
     origin="app",
     topic_partitions=settings.topic_partitions,
@@ -66,4 +70,3 @@ app = App(
     broker_session_timeout=settings.kafka_session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
 )
-Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)

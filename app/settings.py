@@ -8,12 +8,16 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, Callable, Mapping
 
 import yaml
 
+from app import assets
 from domain.parsing import TimeRules
 
+# The source checkout (README, tests); never the place of a file the package needs at run
+# time: installed, this is site-packages (app/assets.py reads those files).
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "APP_"
 
@@ -119,7 +123,7 @@ class Settings:
     """The application's settings; each field is read from APP_<FIELD NAME IN CAPITALS>."""
 
     env: str = setting("dev", _choice("dev", "staging", "prod", "test"),
-                       "Environment name; selects config/<env>.yaml when it exists.")
+                       "Environment name; selects the packaged app/config/<env>.yaml when it exists.")
     id: str = setting("txpipe", _str,
                           "Faust app id: consumer group and prefix of changelog topics.")
     kafka_brokers: str = setting("kafka://127.0.0.1:19092", _url("kafka"),
@@ -142,6 +146,10 @@ class Settings:
     stall_check_s: float = setting(60.0, _float, "A stream partition whose commit point has not moved for this "
                                    "long although records past it were read is rewound to it (app/stalls.py); "
                                    "0 turns the watchdog off.")
+    allow_untested_versions: bool = setting(False, _bool, "Start even when faust-streaming, mode-streaming or "
+                                            "aiokafka is not the version the repairs (app/faust_fixes.py, "
+                                            "app/stalls.py, app/stores.py) were written for, with a warning; "
+                                            "off: refuse to start, naming them.")
     kafka_max_message_bytes: int = setting(1048588, _positive_int, "Largest record the brokers accept "
                                            "(their message.max.bytes, or the topics' max.message.bytes if "
                                            "lower): a larger output is dead-lettered as too_large, a larger "
@@ -184,7 +192,8 @@ class Settings:
                                          "pre-registered schema and never register.")
     store: str = setting("memory://", _url("memory", "rocksdb"),
                          "Table store: memory:// in dev and tests, rocksdb:// in production.")
-    data_dir: str = setting("", str, "Worker data directory (tables on disk); empty: ./var/<id>.")
+    data_dir: str = setting("", str, "Worker data directory (tables on disk), created at start; "
+                            "empty: ./var/<id> in the working directory.")
     cache_ttl_s: float = setting(300.0, _float, "Seconds an account stays in the cache before it is fetched again.")
     cache_negative_ttl_s: float = setting(30.0, _float, "Seconds an unknown account is remembered as unknown.")
     batch_size: int = setting(500, _positive_int, "Events an agent takes per batch.")
@@ -288,14 +297,16 @@ class Settings:
 
 def _read_yaml(environ: Mapping[str, str]) -> Mapping[str, Any]:
     path_str = environ.get(ENV_PREFIX + "CONFIG_FILE")
+    path: Path | Traversable
     if path_str:
         path = Path(path_str)
         if not path.is_file():
             raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path_str!r}: no such file")
     else:
-        path = ROOT / "config" / f"{environ.get(ENV_PREFIX + 'ENV', 'dev')}.yaml"
-        if not path.is_file():
+        packaged = assets.config_file(environ.get(ENV_PREFIX + "ENV", "dev").strip())
+        if packaged is None:
             return {}
+        path = packaged
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

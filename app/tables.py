@@ -1,11 +1,15 @@
 """Faust tables, declared once."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 import faust
+from faust import stores
+from faust.types import StoreT
+from yarl import URL
 
 from app.main import app
+from app.stores import repaired
 
 
 class RawKeyTable(faust.Table):
@@ -22,6 +26,13 @@ class RawKeyTable(faust.Table):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.key_serializer = "raw"
+
+    def _new_store_by_url(self, url: Union[str, URL]) -> StoreT:
+        # faust's own, with its RocksDB store swapped for the repaired one (app/stores.py)
+        return repaired(stores.by_url(url))(
+            url, self.app, self, table_name=self.name, key_type=self.key_type,
+            key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+            value_type=self.value_type, loop=self.loop, options=self.options)
 
 
 # Account id -> {"account": {...} | None, "fetched_at": epoch s}; see domain/enrichment.py.

@@ -1,6 +1,6 @@
 """The worker's web endpoint (bind address and port from settings; see the README for each view).
 
-/health, /ready, /metrics, /stats, /status (HTML), /cache/{account_id} (routed to the worker
+/ (leads to /status), /health, /ready, /metrics, /stats, /status (HTML), /cache/{account_id} (routed to the worker
 that owns the key), /accounts/{account_id}/history, /events/{event_id}, /dead-letters and
 POST /dead-letters/replay (bearer token from APP_REPLAY_TOKEN).
 """
@@ -46,6 +46,15 @@ def _jsonable(row: Any) -> dict[str, Any]:
 
 def _unavailable(view: web.View, exc: TransientError) -> web.Response:
     return view.json({"error": "a server the view needs is unavailable", "detail": str(exc)}, status=503)
+
+
+# First of the pages on purpose: faust's own "/" (its production index, a bare {"status":"OK"})
+# is added after them, when the server starts, and aiohttp serves the first route of a path.
+# Someone who opens a worker in a browser wants the status page.
+@app.page("/")
+async def index_view(self: web.View, request: web.Request) -> web.Response:
+    """Leads to /status."""
+    return self.html('<a href="/status">/status</a>\n', status=302, headers={"Location": "/status"})
 
 
 @app.page("/health")

@@ -697,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--orders", type=int, default=20_000, help="sales orders")
     p.add_argument("--latency-s", type=float, default=30, help="length of the fixed-load latency phase")
     p.add_argument("--avro-events", type=int, default=20_000)
-    p.add_argument("--batch-wait", type=float, default=None, help="APP_BATCH_WAIT_S (default: config/test.yaml)")
+    p.add_argument("--batch-wait", type=float, default=None, help="APP_BATCH_WAIT_S (default: app/config/test.yaml)")
     p.add_argument("--loop", choices=("aio", "uvloop"), default="uvloop",
                    help="the workers' event loop (faust -L); one extra pass runs with the other")
     p.add_argument("--profile-s", type=int, default=12, help="py-spy recording at full load")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from pathlib import Path
 from datetime import date
+from importlib.resources.abc import Traversable
 from typing import Any, Iterable, Optional, Sequence
 
 from cassandra import DriverException, InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
@@ -14,13 +14,12 @@ from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
-from app import metrics
+from app import assets, metrics
 from app.adapters.rows import DEAD_LETTERS, HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, DeadLetterRow, HistoryRow
-from app.settings import ROOT, Settings
+from app.settings import Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
 
 log = logging.getLogger(__name__)
-MIGRATIONS = ROOT / "migrations" / "cql"
 _TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable,
               ConnectionError, OSError)
 
@@ -136,11 +135,12 @@ class Cql:
         return await done
 
     async def migrate(self) -> None:
-        """Create the keyspace and apply migrations/cql/*.cql (idempotent statements)."""
+        """Create the keyspace and apply app/migrations/cql/*.cql (idempotent statements)."""
+        files = assets.migrations("cql")      # before connecting: a broken install is no outage
         await self.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
             f"{{'class': 'SimpleStrategy', 'replication_factor': {self.settings.cql_replication_factor}}}")
-        for path in sorted(MIGRATIONS.glob("*.cql")):
+        for path in files:
             for statement in _statements(path):
                 await self.execute(statement.replace("{keyspace}", self.keyspace))
 
@@ -206,6 +206,19 @@ class Cql:
         stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.dead_letters WHERE day = ? LIMIT ?")
         return await self.execute(stmt, (day, limit))
 
+    async def count_history(self) -> int:
+        """Rows of history_by_event (for the report command): a full-table count, which the
+        server answers with a warning that the driver logs (`Server warning: Aggregation query
+        used without partition key`). Expected here, so it stays out of the command's output;
+        any other server warning still shows."""
+        quiet = _WithoutWarning("Aggregation query used without partition key")
+        _driver_log.addFilter(quiet)
+        try:
+            rows = await self.execute(f"SELECT count(*) FROM {self.keyspace}.history_by_event")
+        finally:
+            _driver_log.removeFilter(quiet)
+        return int(rows[0].count)
+
     async def drop_keyspace(self) -> None:
         await self.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")
 
@@ -215,6 +228,19 @@ class Cql:
             await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
 
 
+# The driver logs each server warning here, on its I/O thread, as it decodes the response.
+_driver_log = logging.getLogger("cassandra.protocol")
+
+
+class _WithoutWarning(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 def _unlogged(statement: PreparedStatement, rows: Sequence[Sequence[Any]]) -> BatchStatement:
     batch = BatchStatement(batch_type=BatchType.UNLOGGED)
     for row in rows:
@@ -222,7 +248,7 @@ def _unlogged(statement: PreparedStatement, rows: Sequence[Sequence[Any]]) -> Ba
     return batch
 
 
-def _statements(path: Path) -> list[str]:
+def _statements(path: Traversable) -> list[str]:
     text = "\n".join(line for line in path.read_text().splitlines() if not line.strip().startswith("--"))
     return [s.strip() for s in text.split(";") if s.strip()]
 

@@ -8,13 +8,12 @@ from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 import asyncpg
 
-from app import metrics
-from app.settings import ROOT, Settings
+from app import assets, metrics
+from app.settings import Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MIGRATIONS = ROOT / "migrations" / "postgres"
 MIGRATION_LOCK = 7_231_001  # pg_advisory_lock key: one migrator at a time across workers
 
 # What "the server is unreachable or failing over" looks like from asyncpg.
@@ -105,7 +104,9 @@ class Postgres:
     # --- schema ---------------------------------------------------------------------
 
     async def migrate(self) -> list[str]:
-        """Apply migrations/postgres/*.sql not applied yet, each in its own transaction."""
+        """Apply app/migrations/postgres/*.sql not applied yet, each in its own transaction."""
+        files = assets.migrations("postgres")      # before connecting: a broken install is no outage
+
         async def work(conn: asyncpg.Connection) -> list[str]:
             applied_now = []
             await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
@@ -113,13 +114,14 @@ class Postgres:
                 await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
                                    "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
                 done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-                for path in sorted(MIGRATIONS.glob("*.sql")):
-                    if path.stem in done:
+                for path in files:
+                    version = path.name.removesuffix(".sql")
+                    if version in done:
                         continue
                     async with conn.transaction():
                         await conn.execute(path.read_text())
-                        await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.stem)
-                    applied_now.append(path.stem)
+                        await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                    applied_now.append(version)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
             return applied_now

@@ -9,11 +9,12 @@ from faust.cli import AppCommand, option
 
 from app.commands.producing import send_all
 from app.main import app
-from app.settings import ROOT
 from app.topics import sales_orders
 from domain.sales_samples import order_samples, sample_file
 
-SAMPLE_PATH = ROOT / "data" / "sales_sample.json"
+# In the source checkout (the commands run from there); an installed package has no sample file
+# and needs none: the sample is sample_file(), deterministic.
+SAMPLE_PATH = Path("data") / "sales_sample.json"
 
 
 def _file_orders(path: Path) -> list[tuple[bytes, bytes]]:
@@ -33,7 +34,7 @@ def _file_orders(path: Path) -> list[tuple[bytes, bytes]]:
     option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same orders)."),
     option("--first-number", type=int, default=1, show_default=True, help="First order number."),
     option("--file", "file_", type=str, default=None,
-           help=f"Send the orders of this JSON array instead (e.g. {SAMPLE_PATH.relative_to(ROOT)})."),
+           help=f"Send the orders of this JSON array instead (e.g. {SAMPLE_PATH})."),
 )
 async def send_orders(self: AppCommand, count: int, bad_ratio: float, resend_ratio: float, seed: int,
                       first_number: int, file_: Optional[str]) -> None:

@@ -10,6 +10,7 @@ import orjson
 from faust.cli import AppCommand, option
 from tqdm import tqdm
 
+from app.assets import MissingAssetError
 from app.kafka_security import aiokafka_auth, check_broker_access
 from app.commands.producing import send_all
 from app.kafka_tools import message_counts, read_all
@@ -88,8 +89,8 @@ async def report(self: AppCommand, total: bool, until_total: int, timeout: float
 
     from app.resources import cql
     try:
-        history = await cql.execute(f"SELECT count(*) FROM {cql.keyspace}.history_by_event")
-        print(f"{'ScyllaDB/Cassandra history rows (by event id)':45s} {history[0].count:>8d}")
+        history = await cql.count_history()
+        print(f"{'ScyllaDB/Cassandra history rows (by event id)':45s} {history:>8d}")
         latest = await read_all(settings.kafka_brokers, names[0], **auth)
         if latest:
             print("\nan enriched payment, as the sink topic holds it:")
@@ -110,6 +111,8 @@ async def migrate(self: AppCommand) -> None:
         await cql.migrate()
     except TransientError as exc:
         raise SystemExit(f"migrate: {exc} (is the stack up? scripts/stack status)") from None
+    except MissingAssetError as exc:
+        raise SystemExit(f"migrate: {exc}") from None
     finally:
         await postgres.close()
         await cql.close()

@@ -39,6 +39,24 @@ def test_compose_services_the_workers_name_exist() -> None:
     assert env["APP_CQL_HOSTS"] in c["services"]
 
 
+def test_each_worker_replica_has_its_own_volume_on_the_data_directory() -> None:
+    worker = compose()["services"]["worker"]
+    data_dir = worker["environment"]["APP_DATA_DIR"]
+    # An anonymous volume (a bare container path): one per replica. A named one ("name:/path")
+    # would be shared by the replicas, and RocksDB takes a lock per directory.
+    assert data_dir in worker["volumes"], "no volume on APP_DATA_DIR: tables die with the container"
+    assert Settings.load({"APP_DATA_DIR": data_dir}).data_dir == data_dir
+
+
+def test_the_image_owns_the_data_directory_compose_uses() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    data_dir = compose()["services"]["worker"]["environment"]["APP_DATA_DIR"]
+    user = next(line.split()[1] for line in lines if line.startswith("USER "))
+    assert f"APP_DATA_DIR={data_dir}" in next(line for line in lines if line.startswith("ENV "))
+    assert any(line.startswith("RUN ") and f"mkdir -p {data_dir}" in line and f"chown {user}:" in line
+               for line in lines)
+
+
 # --- Prometheus, alert rules and Grafana (issue 6) ----------------------------------------
 
 DEPLOY = ROOT / "deploy"
@@ -142,3 +160,79 @@ def test_the_dashboard_parses_and_queries_only_exported_metrics() -> None:
 def test_the_name_check_catches_a_typo() -> None:
     assert metric_names("sum(rate(pipeline_events_inn_total[5m]))") - exported_names() == {
         "pipeline_events_inn_total"}
+
+
+# --- Kubernetes (deploy/k8s) ------------------------------------------------------------------
+
+K8S = DEPLOY / "k8s"
+SECRET_SETTINGS = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings) if f.metadata["secret"]}
+KNOWN_SETTINGS = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+
+
+def k8s(kind: str, path: str = "") -> dict:
+    files = [K8S / path] if path else sorted(K8S.glob("*.yaml"))
+    (found,) = [doc for f in files for doc in yaml.safe_load_all(f.read_text()) if doc and doc["kind"] == kind]
+    return found
+
+
+def worker_container() -> dict:
+    (container,) = k8s("StatefulSet")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+
+
+def test_every_setting_the_k8s_workers_get_exists_and_secrets_come_from_the_secret() -> None:
+    config = k8s("ConfigMap")["data"]
+    env = worker_container()["env"]
+    named = set(config) | {e["name"] for e in env if e["name"].startswith(ENV_PREFIX)}
+    assert named <= KNOWN_SETTINGS, f"unknown settings in deploy/k8s: {sorted(named - KNOWN_SETTINGS)}"
+    assert not set(config) & SECRET_SETTINGS, "a secret in the ConfigMap"
+    secret = k8s("Secret", "secret.example.yaml")
+    for e in env:
+        if e["name"] in SECRET_SETTINGS:
+            ref = e["valueFrom"]["secretKeyRef"]          # never an inline value
+            assert "value" not in e and ref["name"] == secret["metadata"]["name"] and ref["key"] == e["name"]
+    assert {e["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})} == set(secret["stringData"])
+    assert all(v == "" for v in secret["stringData"].values()), "the example must hold no secret"
+    compose_secrets = {k for k in compose()["services"]["worker"]["environment"] if k in SECRET_SETTINGS}
+    assert compose_secrets <= set(secret["stringData"])
+    # What a pod gets parses, as prod (which refuses missing server addresses).
+    resolved = {**config, "APP_WEB_ADVERTISED_HOST": "txpipe-worker-0.txpipe-worker", "APP_POSTGRES_PASSWORD": "x"}
+    s = Settings.load(resolved)
+    assert s.env == "prod" and s.store == "rocksdb://" and s.advertised_host == "txpipe-worker-0.txpipe-worker"
+
+
+def test_statefulset_probes_volume_identity_and_scrape_annotations() -> None:
+    sts, config, container = k8s("StatefulSet"), k8s("ConfigMap")["data"], worker_container()
+    pod = sts["spec"]["template"]
+    port = int(config["APP_WEB_PORT"])
+    assert config["APP_WEB_HOST"] == "0.0.0.0"
+    (http_port,) = container["ports"]
+    assert http_port == {"name": "http", "containerPort": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                                              "prometheus.io/path": "/metrics"}
+    # a volume per worker on the data directory, writable by the image's user (nobody)
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    (mount,) = container["volumeMounts"]
+    assert mount == {"name": claim["metadata"]["name"], "mountPath": config["APP_DATA_DIR"]}
+    security = pod["spec"]["securityContext"]
+    assert security["runAsUser"] == security["fsGroup"] == 65534 and security["runAsNonRoot"] is True
+    # a stable identity: the pod name, reachable through the headless Service
+    service = k8s("Service")
+    assert service["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == service["metadata"]["name"]
+    pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    advertised = next(e for e in container["env"] if e["name"] == "APP_WEB_ADVERTISED_HOST")
+    assert advertised["value"] == f"$(POD_NAME).{service['metadata']['name']}"
+    assert [e["name"] for e in container["env"]].index("POD_NAME") == 0     # defined before it is used
+    # one selector for the pods, the Service and the budget
+    labels = pod["metadata"]["labels"]
+    assert sts["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    pdb = k8s("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == labels and pdb["spec"]["maxUnavailable"] == 1

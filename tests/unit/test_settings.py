@@ -78,7 +78,7 @@ def test_worker_start_with_a_bad_setting_prints_one_line_and_no_traceback() -> N
 
 
 def test_shipped_yaml_files_load() -> None:
-    for path in sorted((ROOT / "config").glob("*.yaml")):
+    for path in sorted((ROOT / "app" / "config").glob("*.yaml")):
         env = path.stem
         if env in ("staging", "prod"):
             # deployed environments must name their servers: the file alone is not enough
