@@ -19,6 +19,16 @@ beginning with its own consumer group and its own output topics:
   pipeline     `faust -A app.main worker` subprocesses: 1 worker cold cache, the same app
                restarted (cache recovered from its changelog: warm) with 1 worker, then 2
                workers (warm); the input offsets of the group are rewound between passes.
+  quix         bench/quix/worker.py, the same job in Quix Streams, in its own virtualenv
+               (`make bench-quix`): one process, cold cache, then warm (accounts looked up
+               before it is ready); its own topics, consumer group and history keyspace.
+
+`--only` picks contenders (passthrough, baseline, faust, txpipe = the 1-worker cold and warm
+passes, quix, extras = latency, profile, sales, 2 workers, the other loop, Avro); `--bad-ratio`
+mixes bad events into the input; `--results` writes elsewhere than bench/results. Every txpipe
+and Quix pass is checked (Bench.check): each input out exactly once, with the expected dead-letter
+reason for a bad one, one row per good event in each history table, Quix's sink records equal to
+txpipe's.
 
 Throughput of every contender is computed the same way, from the timestamps of its output
 messages: events between the 5th and the 95th percentile of output timestamps divided by
