@@ -32,7 +32,10 @@ class _Record:
     """asdict() is shallow, as faust's; dumps() is faust's JSON of the same fields."""
 
     def asdict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        # A dataclass's __init__ sets every field, in declaration order, and nothing else sets
+        # an attribute: its __dict__ is the record (dataclasses.fields() per call cost ~10% of
+        # the contender's CPU in a py-spy profile).
+        return dict(self.__dict__)
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.asdict(), default=_default, option=orjson.OPT_UTC_Z)
