@@ -1,5 +1,5 @@
 # Entry points; the README names them. Every target installs what it needs first.
-.PHONY: demo test unit integration setup up down status lint typecheck format clean bench
+.PHONY: demo test unit integration setup up down status lint typecheck format clean bench bench-quix
 
 demo:            ## fresh machine -> stack, worker, sample data, result
 	scripts/demo
@@ -18,10 +18,19 @@ integration: setup
 setup:
 	scripts/bootstrap
 
-bench: setup     ## the whole-pipeline benchmark on the local stack -> bench/results/ (BENCH_ARGS="--events 20000")
+bench: setup bench-quix  ## the whole-pipeline benchmark on the local stack -> bench/results/ (BENCH_ARGS="--events 20000")
 	.venv/bin/pip install -q -c requirements.lock -e '.[bench]'
 	scripts/stack up
 	.venv/bin/python -m bench.pipeline $(BENCH_ARGS)
+
+# The Quix Streams contender's own virtualenv (no faust in it); remade when its pins change.
+bench-quix: bench/quix/.venv/.installed
+bench/quix/.venv/.installed: bench/quix/requirements.txt
+	python3.11 -m venv bench/quix/.venv
+	bench/quix/.venv/bin/pip install -q --upgrade pip==24.3.1
+	bench/quix/.venv/bin/pip install -q --no-deps -r bench/quix/requirements.txt
+	bench/quix/.venv/bin/pip check
+	touch $@
 
 up: setup
 	scripts/stack up

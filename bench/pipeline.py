@@ -19,6 +19,16 @@ beginning with its own consumer group and its own output topics:
   pipeline     `faust -A app.main worker` subprocesses: 1 worker cold cache, the same app
                restarted (cache recovered from its changelog: warm) with 1 worker, then 2
                workers (warm); the input offsets of the group are rewound between passes.
+  quix         bench/quix/worker.py, the same job in Quix Streams, in its own virtualenv
+               (`make bench-quix`): one process, cold cache, then warm (accounts looked up
+               before it is ready); its own topics, consumer group and history keyspace.
+
+`--only` picks contenders (passthrough, baseline, faust, txpipe = the 1-worker cold and warm
+passes, quix, extras = latency, profile, sales, 2 workers, the other loop, Avro); `--bad-ratio`
+mixes bad events into the input; `--results` writes elsewhere than bench/results. Every txpipe
+and Quix pass is checked (Bench.check): each input out exactly once, with the expected dead-letter
+reason for a bad one, one row per good event in each history table, Quix's sink records equal to
+txpipe's.
 
 Throughput of every contender is computed the same way, from the timestamps of its output
 messages: events between the 5th and the 95th percentile of output timestamps divided by
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import platform
@@ -54,6 +65,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -62,6 +74,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from app import kafka_tools  # noqa: E402
 from app.kafka_tools import bootstrap, delete_topics  # noqa: E402
@@ -73,6 +86,8 @@ RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 PARTITIONS = 8
 FAUST = str(ROOT / ".venv" / "bin" / "faust")
+QUIX_PYTHON = ROOT / "bench" / "quix" / ".venv" / "bin" / "python"      # `make bench-quix`
+CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras")
 PYSPY = str(ROOT / ".venv" / "bin" / "py-spy")
 
 
@@ -141,22 +156,27 @@ def stack_env() -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], log: Path, loop: str = "aio", module: str = "app.main") -> None:
+    """A worker process: `faust -A module worker` unless `argv` says otherwise; ready once
+    `ready` appears in its log."""
+
+    def __init__(self, env: dict[str, str], log: Path, loop: str = "aio", module: str = "app.main",
+                 argv: Optional[list[str]] = None, ready: bytes = b"[^Worker]: Ready") -> None:
         self.env, self.log, self.loop, self.module = env, log, loop, module
+        self.argv = argv or [FAUST, "-L", loop, "-A", module, "worker", "-l", "info"]
+        self.ready = ready
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> "Worker":
         with self.log.open("ab") as out:
             self.offset = out.tell()
-            self.proc = subprocess.Popen([FAUST, "-L", self.loop, "-A", self.module, "worker", "-l", "info"],
-                                         env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         return self
 
     async def wait_ready(self, timeout: float = 120) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        while b"[^Worker]: Ready" not in self.log.read_bytes()[self.offset:]:
+        while self.ready not in self.log.read_bytes()[self.offset:]:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start; see {self.log}")
             await asyncio.sleep(0.2)
@@ -209,6 +229,45 @@ async def close_offsets() -> None:
     for consumer in _OFFSETS.values():
         await consumer.stop()
     _OFFSETS.clear()
+
+
+class CommitWatch:
+    """When each offset of `topic` was committed by `group`: polled (every 0.1 s) while a pass
+    runs. For Quix, an event is done at the checkpoint that wrote its history row and committed
+    it, not when its output reached the broker (it does so before its history is written)."""
+
+    def __init__(self, brokers: str, group: str, topic: str) -> None:
+        self.group, self.topic = group, topic
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
+        self.polls: list[tuple[int, dict[int, int]]] = []      # (epoch ms, partition -> committed)
+        self._series: Optional[dict[int, tuple[list[int], list[int]]]] = None
+
+    async def __aenter__(self) -> "CommitWatch":
+        await self.admin.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.admin.close()
+
+    async def poll(self) -> int:
+        """The committed offsets now, summed over the partitions (recorded with the time)."""
+        offsets = await self.admin.list_consumer_group_offsets(self.group)
+        now = {tp.partition: max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == self.topic}
+        self.polls.append((int(time.time() * 1000), now))
+        return sum(now.values())
+
+    def done_at(self, partition: int, offset: int) -> Optional[int]:
+        """The time of the first poll that saw `offset` committed (committed offset > offset)."""
+        if self._series is None:       # per partition: committed offsets (never decreasing), times
+            self._series = {}
+            for ms, committed in self.polls:
+                for p, n in committed.items():
+                    offsets, times = self._series.setdefault(p, ([], []))
+                    offsets.append(max(n, offsets[-1] if offsets else 0))
+                    times.append(ms)
+        offsets, times = self._series.get(partition, ([], []))
+        i = bisect.bisect_right(offsets, offset)
+        return times[i] if i < len(times) else None
 
 
 def total_since(ends: dict[TopicPartition, int], since: dict[TopicPartition, int]) -> int:
@@ -289,6 +348,12 @@ def steady_rate(timestamps_ms: Sequence[int]) -> tuple[float, float]:
     return ((hi - lo) / span if span > 0 else float("inf")), (ts[-1] - ts[0]) / 1000
 
 
+def utc_now() -> datetime:
+    """Now as the CQL driver returns timestamps: naive UTC, milliseconds."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -357,7 +422,6 @@ async def baseline(settings: Settings, src: str, dst: str, events: int, group: s
                     tx.account_id)
                 if row is None or row["status"] != "active":
                     raise ValueError("unknown or blocked account")
-                from datetime import datetime, timezone
                 session.execute(insert, (tx.event_id, tx.account_id, tx.occurred_at, tx.category,
                                          tx.amount, row["name"], row["segment"], datetime.now(timezone.utc)))
                 out = {**tx.asdict(), "customer_name": row["name"], "segment": row["segment"],
@@ -407,6 +471,12 @@ class Bench:
         self.r: dict[str, Any] = {"run": self.run, "events": args.events, "partitions": PARTITIONS,
                                   "python": platform.python_version(), "cpus": os.cpu_count()}
         self.workers: list[Worker] = []
+        self.results: Path = args.results
+        # The Quix contender writes its history to a keyspace of its own, so that each
+        # contender's rows are counted apart.
+        self.quix_settings = Settings.load({**self.env, "APP_CQL_KEYSPACE": f"b{self.run}q"})
+        self.inputs: dict[tuple[int, int], Any] = {}       # (partition, offset) -> domain.samples.Sample
+        self.reference: dict[tuple[int, int], Any] = {}    # txpipe's sink records, decoded
 
     # setup / teardown
     async def setup(self) -> None:
@@ -424,11 +494,12 @@ class Bench:
         finally:
             await pg.close()
         from app.adapters.cql import Cql
-        cql = Cql(self.settings)
-        try:
-            await cql.migrate()
-        finally:
-            await cql.close()
+        for settings in (self.settings, self.quix_settings):
+            cql = Cql(settings)
+            try:
+                await cql.migrate()
+            finally:
+                await cql.close()
         await create_topics(self.brokers, [self.src, self.lat, self.prefix + "pass.out", self.prefix + "base.out"])
 
     async def teardown(self) -> None:
@@ -444,14 +515,15 @@ class Bench:
             say(f"drop database: {exc}")
         try:
             from app.adapters.cql import Cql
-            cql = Cql(self.settings)
-            await cql.drop_keyspace()
-            await cql.close()
+            for settings in (self.settings, self.quix_settings):
+                cql = Cql(settings)
+                await cql.drop_keyspace()
+                await cql.close()
         except Exception as exc:  # noqa: BLE001
             say(f"drop keyspace: {exc}")
         try:
             n = await delete_topics(self.brokers, [self.prefix, self.app_id + "-"])
-            say(f"cleaned up: database {self.db}, keyspace b{self.run}, {n} topics")
+            say(f"cleaned up: database {self.db}, keyspaces b{self.run} and b{self.run}q, {n} topics")
         except Exception as exc:  # noqa: BLE001
             say(f"delete topics: {exc}")
         shutil.rmtree(self.tmp / "data", ignore_errors=True)
@@ -468,13 +540,74 @@ class Bench:
     async def produce_input(self) -> None:
         from domain.samples import samples
         t0 = time.monotonic()
-        data = samples(self.args.events, bad_ratio=0, accounts=1000, seed=11)
+        data = samples(self.args.events, bad_ratio=self.args.bad_ratio, accounts=1000, seed=11)
         self.sizes = statistics.mean(len(s.value) for s in data)
         t1 = time.monotonic()
         await produce(self.brokers, self.src, [(s.key, s.value) for s in data])
         say(f"produced {len(data):,} events (mean {self.sizes:.0f} B) into {self.src} "
             f"(generate {t1 - t0:.1f}s, produce {time.monotonic() - t1:.1f}s)")
         self.r["mean_event_bytes"] = round(self.sizes)
+        self.r["bad_ratio"] = self.args.bad_ratio
+        # Where each sample landed, for the checks: the same bytes are the same sample (a few
+        # kinds of bad event have constant bytes, and then the same expected reason).
+        by_value = {s.value: s for s in data}
+        for r in await read_since(self.brokers, {}, await end_offsets(self.brokers, [self.src])):
+            self.inputs[(r.partition, r.offset)] = by_value[r.value]
+        self.r["bad_events"] = sum(1 for s in self.inputs.values() if s.expected_reason is not None)
+
+    async def check(self, label: str, records: Sequence[Any], dlq: str, settings: Settings,
+                    started: datetime) -> dict[str, Any]:
+        """The correctness of a pass: every input event out exactly once (a sink record for a
+        good one, carrying its event, a dead letter with the expected reason for a bad one),
+        and exactly one history row per good event in each history table, written during
+        this pass (processed_at after `started`: a later pass overwrites the rows of an earlier)."""
+        from app.adapters.cql import Cql
+        src = self.src.encode()
+        seen: dict[tuple[int, int], int] = {}
+        wrong = 0
+        bodies: dict[tuple[int, int], Any] = {}
+        for r in records:
+            h = dict(r.headers)
+            if h.get("source-topic") != src:
+                continue
+            pos = (int(h["source-partition"]), int(h["source-offset"]))
+            seen[pos] = seen.get(pos, 0) + 1
+            sample = self.inputs.get(pos)
+            body = json.loads(r.value)
+            if sample is None:
+                wrong += 1
+            elif r.topic == dlq:
+                wrong += sample.expected_reason is None or body.get("reason") != sample.expected_reason.value
+            else:
+                wrong += sample.expected_reason is not None or body.get("event_id") != sample.event_id
+                bodies[pos] = body
+        good = {s.event_id for s in self.inputs.values() if s.expected_reason is None}
+        cql = Cql(settings)
+        try:
+            by_event = [row.event_id for row in await cql.execute(
+                f"SELECT event_id, processed_at FROM {settings.cql_keyspace}.history_by_event")
+                if row.processed_at >= started]
+            by_account = [row.event_id for row in await cql.execute(
+                f"SELECT event_id, processed_at FROM {settings.cql_keyspace}.history_by_account")
+                if row.processed_at >= started]
+        finally:
+            await cql.close()
+        # Only this run's input counts: the latency and profile phases add events of their own.
+        rows_event = sum(1 for e in by_event if e in good)
+        rows_account = sum(1 for e in by_account if e in good)
+        out = {"inputs": len(self.inputs), "missing": len(set(self.inputs) - set(seen)),
+               "duplicates": sum(n - 1 for n in seen.values()), "wrong": wrong,
+               "good": len(good), "history_by_event": rows_event, "history_by_account": rows_account}
+        if self.reference and bodies is not self.reference:
+            out["differs_from_txpipe"] = sum(1 for pos, body in bodies.items()
+                                             if pos in self.reference and self.reference[pos] != body)
+        out["ok"] = (not out["missing"] and not out["duplicates"] and not wrong and rows_event == len(good)
+                     and rows_account == len(good) and not out.get("differs_from_txpipe"))
+        if not self.reference and label.startswith("cold_1w"):
+            self.reference = bodies
+        say(f"{label} checks: {'OK' if out['ok'] else 'FAILED'}: " + ", ".join(
+            f"{k} {v:,}" for k, v in out.items() if k != "ok"))
+        return out
 
     async def contender(self, name: str, coro: Any, dst: str) -> None:
         stack0 = stack_cpu()
@@ -514,6 +647,89 @@ class Bench:
         self.r["faust_ceiling"] = res
         say(f"faust_ceiling: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
+    async def quix_pass(self, label: str, warm: bool) -> None:
+        """bench/quix/worker.py in its own virtualenv: the same input from the beginning, its own
+        consumer group, sink topics, dead-letter topic and history keyspace; one process. Its
+        lookup cache lives in the process: cold, or `warm` (the 1,000 accounts looked up before
+        "ready"). Measured as txpipe's passes are: CPU of the process from "ready" until every
+        input event is out and committed, rate from the output timestamps."""
+        prefix = self.prefix + "quix."
+        template = prefix + self.settings.sink_topic_template
+        sinks = [template.format(category=c) for c in CATEGORIES]
+        dlq = prefix + self.settings.dlq_topic
+        group = f"{self.app_id}-quix"
+        if warm:
+            await rewind_group(self.brokers, group, self.src)
+        else:
+            await create_topics(self.brokers, [*sinks, dlq])
+        since = await end_offsets(self.brokers, [*sinks, dlq])
+        env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap(self.brokers), "BENCH_SRC": self.src,
+               "BENCH_SINK_TEMPLATE": template, "BENCH_DLQ": dlq, "BENCH_GROUP": group,
+               "BENCH_POSTGRES_DSN": self.settings.postgres_dsn,
+               "BENCH_POSTGRES_PASSWORD": self.settings.postgres_password,
+               "BENCH_CQL_HOSTS": ",".join(self.settings.cql_hosts), "BENCH_CQL_PORT": str(self.settings.cql_port),
+               "BENCH_CQL_KEYSPACE": self.quix_settings.cql_keyspace,
+               "BENCH_CQL_BATCH_ROWS": str(self.settings.cql_batch_rows),
+               "BENCH_CQL_CONCURRENCY": str(self.settings.cql_concurrency),
+               "BENCH_CACHE_TTL_S": str(self.settings.cache_ttl_s),
+               "BENCH_QUIX_COMMIT_INTERVAL": str(self.args.quix_commit_interval),
+               "BENCH_QUIX_STATE_DIR": str(self.tmp / "quix-state"), "BENCH_QUIX_PREWARM": "1000" if warm else "0"}
+        started = utc_now()
+        w = Worker(env, self.tmp / f"{label}.log", argv=[str(QUIX_PYTHON), "-m", "bench.quix.worker"],
+                   ready=b"quix contender: ready").start()
+        self.workers.append(w)
+        inputs = total_since(await end_offsets(self.brokers, [self.src]), {})
+        try:
+            async with CommitWatch(self.brokers, group, self.src) as commits:
+                await w.wait_ready()
+                q0 = await self.account_queries()     # after the warm-up's queries, if any
+                cpu0, stack0, t0 = proc_cpu(w.pid), stack_cpu(), time.monotonic()
+                # Out on the broker is not yet done: the history rows are written at the next
+                # checkpoint (sinks flushed, then the producer, then the commit). txpipe writes
+                # them before its outputs: so the pass ends when Quix has committed every offset.
+                while (done := await commits.poll()) < inputs:
+                    if w.proc is not None and w.proc.poll() is not None:
+                        raise RuntimeError(f"quix: the worker exited; see {w.log}")
+                    if time.monotonic() - t0 > self.args.pass_timeout:
+                        raise TimeoutError(f"quix: {done:,} of {inputs:,} committed")
+                    await asyncio.sleep(0.1)
+                cpu = proc_cpu(w.pid) - cpu0
+                stack = stack_delta(stack0, inputs)
+                vmhwm = round(proc_status(w.pid, "VmHWM") / 1024)
+        finally:
+            w.stop()
+        queries = await self.account_queries() - q0
+        records = await read_since(self.brokers, since, await end_offsets(self.brokers, [*sinks, dlq]))
+        src = self.src.encode()
+        stamps, done_ms = [], []
+        for r in records:
+            h = dict(r.headers)
+            if h.get("source-topic") == src:
+                stamps.append(r.timestamp)
+                at = commits.done_at(int(h["source-partition"]), int(h["source-offset"]))
+                done_ms.append(max(r.timestamp, at if at is not None else commits.polls[-1][0]))
+        # The rate as for the others, by output timestamps: the checkpoints' history writes pause
+        # the outputs, so they are inside the 5th-95th percentile window, except the last
+        # checkpoint's. Conservative beside it: done (output out, history stored, offset
+        # committed) over the whole span, first output to last commit, which also counts the wait
+        # for the last checkpoint (up to the commit interval plus a poll timeout). Done times come
+        # in steps, one per checkpoint: percentiles of them would mislead.
+        rate, span = steady_rate(stamps)
+        done_span = (max(done_ms) - min(stamps)) / 1000
+        rate_done = len(stamps) / done_span
+        checks = await self.check(label, records, dlq, self.quix_settings, started)
+        res = {"events": len(stamps), "workers": 1, "rate": rate, "rate_done_whole_span": rate_done,
+               "span_s": span, "done_span_s": done_span, "cpu_s": cpu,
+               "cpu_us": cpu / len(stamps) * 1e6, "pg_queries": queries,
+               "pg_queries_per_1000": queries / len(stamps) * 1000, "vmhwm_mb": [vmhwm],
+               "commit_interval_s": self.args.quix_commit_interval, "warm": warm, "checks": checks, **stack}
+        self.r[label] = res
+        say(f"{label}: {len(stamps):,} events, {rate:,.0f} events/s ({rate_done:,.0f}/s done, over the whole "
+            f"span), {res['cpu_us']:.0f} CPU µs/event, {queries} account queries, VmHWM {vmhwm} MB; "
+            "per event: Cassandra "
+            f"{stack['cassandra_cpu_us']:.0f}, Kafka {stack['kafka_cpu_us']:.0f}, PostgreSQL "
+            f"{stack['postgres_cpu_us']:.0f}, whole machine {stack['machine_busy_cpu_us']:.0f} CPU µs")
+
     async def start_workers(self, n: int, label: str, loop: str) -> list[Worker]:
         ws = [Worker({**self.env, "APP_WEB_PORT": str(free_port())}, self.tmp / f"{label}-{i}.log", loop).start()
               for i in range(n)]
@@ -532,6 +748,7 @@ class Bench:
             await rewind_group(self.brokers, self.app_id, self.src)
         since = await end_offsets(self.brokers, self.sinks)
         q0 = await self.account_queries()
+        started = utc_now()
         t0 = time.monotonic()
         ws = await self.start_workers(nworkers, label, loop)
         cpu0 = {w.pid: proc_cpu(w.pid) for w in ws}
@@ -554,7 +771,10 @@ class Bench:
         stamps = [r.timestamp for r in records if dict(r.headers).get("source-topic") == src]
         rate, span = steady_rate(stamps)
         queries = await self.account_queries() - q0
-        res = {"events": len(stamps), "workers": nworkers, "loop": loop, "rate": rate, "span_s": span, "cpu_s": cpu,
+        checks = await self.check(label, records, self.settings.topic(self.settings.dlq_topic), self.settings,
+                                   started)
+        res = {"events": len(stamps), "workers": nworkers, "checks": checks, "loop": loop, "rate": rate,
+               "span_s": span, "cpu_s": cpu,
                "cpu_us": cpu / len(stamps) * 1e6, "pg_queries": queries,
                "pg_queries_per_1000": queries / len(stamps) * 1000,
                "vmhwm_mb": [round(proc_status(w.pid, "VmHWM") / 1024) for w in ws],
@@ -601,7 +821,7 @@ class Bench:
         since = await end_offsets(self.brokers, self.sinks)
         await produce(self.brokers, self.lat, [(s.key, s.value) for s in data])
         spy = subprocess.run([PYSPY, "record", "--pid", str(ws[0].pid), "--rate", "97", "--nonblocking",
-                              "--format", "raw", "-o", str(RESULTS / "profile.raw.txt"),
+                              "--format", "raw", "-o", str(self.results / "profile.raw.txt"),
                               "--duration", str(self.args.profile_s)], capture_output=True, text=True)
         if spy.returncode:
             say(f"py-spy: rc {spy.returncode}: {spy.stderr[-300:]}")
@@ -657,36 +877,53 @@ class Bench:
 
     async def main(self) -> None:
         a = self.args
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.results.mkdir(parents=True, exist_ok=True)
         say(f"run {self.run}: {a.events:,} events, {PARTITIONS} partitions, logs in {self.tmp}")
         await self.setup()
         try:
             await self.produce_input()
-            await self.contender("passthrough", passthrough(self.brokers, self.src, self.prefix + "pass.out",
-                                                            a.events, f"{self.app_id}-pass"),
-                                 self.prefix + "pass.out")
-            await self.contender("baseline", baseline(self.settings, self.src, self.prefix + "base.out",
-                                                      min(a.events, a.baseline_events), f"{self.app_id}-base"),
-                                 self.prefix + "base.out")
-            await self.faust_ceiling()
-            ws = await self.pipeline_pass("cold_1w", 1, rewind=False)
-            self.stop_workers(ws)
-            ws = await self.pipeline_pass("warm_1w", 1, rewind=True)
-            await self.latency(ws, self.r["warm_1w"]["rate"] / 2)
-            await self.profile(ws)
-            await self.sales()
-            self.r["warm_1w"]["vmhwm_after_all_mb"] = round(proc_status(ws[0].pid, "VmHWM") / 1024)
-            self.stop_workers(ws)
-            ws = await self.pipeline_pass("warm_2w", 2, rewind=True)
-            self.stop_workers(ws)
-            other = "aio" if a.loop == "uvloop" else "uvloop"
-            ws = await self.pipeline_pass("warm_1w_other_loop", 1, rewind=True, loop=other)
-            self.stop_workers(ws)
-            self.avro()
+            if "passthrough" in a.only:
+                await self.contender("passthrough", passthrough(self.brokers, self.src, self.prefix + "pass.out",
+                                                                a.events, f"{self.app_id}-pass"),
+                                     self.prefix + "pass.out")
+            if "baseline" in a.only:
+                await self.contender("baseline", baseline(self.settings, self.src, self.prefix + "base.out",
+                                                          min(a.events, a.baseline_events), f"{self.app_id}-base"),
+                                     self.prefix + "base.out")
+            if "faust" in a.only:
+                await self.faust_ceiling()
+            if "txpipe" in a.only:
+                ws = await self.pipeline_pass("cold_1w", 1, rewind=False)
+                self.stop_workers(ws)
+            if "quix" in a.only:
+                await self.quix_pass("quix_1w", warm=False)
+                await self.quix_pass("quix_warm_1w", warm=True)
+            if "txpipe" in a.only:
+                ws = await self.pipeline_pass("warm_1w", 1, rewind=True)
+                if "extras" not in a.only:
+                    self.stop_workers(ws)
+            if "extras" in a.only:
+                await self.extras(ws)
         finally:
             await self.teardown()
         from bench.report import write_all
-        write_all(self.r, RESULTS)
+        write_all(self.r, self.results)
+
+    async def extras(self, ws: list[Worker]) -> None:
+        """With the warm 1-worker pipeline running: latency, profile, sales; then 2 workers,
+        the other event loop, Avro decoding."""
+        a = self.args
+        await self.latency(ws, self.r["warm_1w"]["rate"] / 2)
+        await self.profile(ws)
+        await self.sales()
+        self.r["warm_1w"]["vmhwm_after_all_mb"] = round(proc_status(ws[0].pid, "VmHWM") / 1024)
+        self.stop_workers(ws)
+        ws = await self.pipeline_pass("warm_2w", 2, rewind=True)
+        self.stop_workers(ws)
+        other = "aio" if a.loop == "uvloop" else "uvloop"
+        ws = await self.pipeline_pass("warm_1w_other_loop", 1, rewind=True, loop=other)
+        self.stop_workers(ws)
+        self.avro()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -702,7 +939,23 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="the workers' event loop (faust -L); one extra pass runs with the other")
     p.add_argument("--profile-s", type=int, default=12, help="py-spy recording at full load")
     p.add_argument("--pass-timeout", type=float, default=600)
+    p.add_argument("--only", default=",".join(CONTENDERS),
+                   help=f"comma-separated contenders to run, of {', '.join(CONTENDERS)} (default: all); txpipe is "
+                        "its 1-worker cold and warm passes, extras the rest (latency, profile, sales, 2 workers, "
+                        "the other loop, Avro: they need txpipe)")
+    p.add_argument("--bad-ratio", type=float, default=0.0,
+                   help="share of bad events in the input (domain.samples), to exercise the dead letters")
+    p.add_argument("--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})")
+    p.add_argument("--quix-commit-interval", type=float, default=1.0,
+                   help="the Quix contender's commit_interval, in s (default 1; Quix's own default is 5)")
     args = p.parse_args(argv)
+    args.only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if unknown := args.only - set(CONTENDERS):
+        p.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(CONTENDERS)}")
+    if "extras" in args.only:
+        args.only.add("txpipe")
+    if "quix" in args.only and not QUIX_PYTHON.exists():
+        p.error(f"--only quix needs {QUIX_PYTHON}: run `make bench-quix`")
     try:
         import uvloop
         uvloop.install()

@@ -64,47 +64,107 @@ def fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
-def table(r: dict[str, Any]) -> str:
-    p, b, c, w, w2 = r["passthrough"], r["baseline"], r["cold_1w"], r["warm_1w"], r["warm_2w"]
-    lat, s, av = r["latency"], r["sales"], r["avro"]
-    best = max(w["rate"], w2["rate"])
-    def cells(x: dict[str, Any]) -> str:
-        return " | ".join(fmt(x.get(k, float("nan"))) for k in
-                          ("cassandra_cpu_us", "kafka_cpu_us", "postgres_cpu_us", "machine_busy_cpu_us"))
+FULL = ("passthrough", "baseline", "cold_1w", "warm_1w", "warm_2w", "latency", "sales", "avro")
 
-    rows = [
-        ("Passthrough ceiling (raw aiokafka consume→produce, 1 process)", p, f"{p['events']:,} events"),
-        ("Baseline, seeds' style (per event: 1 query + sync CQL insert + send_and_wait)", b,
-         f"{b['events']:,} events (time-boxed)"),
-    ]
+
+def checks_note(x: dict[str, Any]) -> str:
+    """The pass's correctness checks (bench/pipeline.py Bench.check), in a few words."""
+    c = x.get("checks")
+    if not c:
+        return ""
+    if c["ok"]:
+        extra = "; sink records equal to txpipe's" if "differs_from_txpipe" in c else ""
+        return (f"; checks OK: {c['inputs']:,} in, each out once, {c['history_by_event']:,} + "
+                f"{c['history_by_account']:,} history rows for {c['good']:,} good events{extra}")
+    return "; checks FAILED: " + ", ".join(f"{k} {v:,}" for k, v in c.items() if k != "ok")
+
+
+def rows_of(r: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(label, figures, notes) of every contender the run has, in the order they ran."""
+    w = r.get("warm_1w", {})
+    rows: list[tuple[str, dict[str, Any], str]] = []
+    if "passthrough" in r:
+        p = r["passthrough"]
+        rows.append(("Passthrough ceiling (raw aiokafka consume→produce, 1 process)", p, f"{p['events']:,} events"))
+    if "baseline" in r:
+        b = r["baseline"]
+        rows.append(("Baseline, seeds' style (per event: 1 query + sync CQL insert + send_and_wait)", b,
+                     f"{b['events']:,} events (time-boxed)"))
     if "faust_ceiling" in r:
         rows.append(("faust ceiling (the pipeline's worker machinery forwarding raw bytes, no processing)",
                      r["faust_ceiling"], "bench/faust_ceiling.py"))
-    rows += [
-        ("Pipeline, 1 worker, cold cache", c,
-         f"{c['pg_queries']} account queries = {c['pg_queries_per_1000']:.2f} / 1,000 events"),
-        ("Pipeline, 1 worker, warm cache", w,
-         f"{w['pg_queries']} account queries = {w['pg_queries_per_1000']:.2f} / 1,000 events"),
-        ("Pipeline, 2 workers, warm cache", w2,
-         f"{w2['pg_queries']} account queries; worker CPU = both workers"),
-    ]
+    if "cold_1w" in r:
+        c = r["cold_1w"]
+        rows.append(("Pipeline, 1 worker, cold cache", c,
+                     f"{c['pg_queries']} account queries = {c['pg_queries_per_1000']:.2f} / 1,000 events"))
+    for key, cache in (("quix_1w", "cold"), ("quix_warm_1w", "warm")):
+        if key in r:
+            q = r[key]
+            rows.append((f"Quix Streams 3.28.1, 1 process, {cache} cache (bench/quix/worker.py)", q,
+                         f"done (history stored, committed) over the whole span, first output → last commit: "
+                         f"{fmt(q['rate_done_whole_span'])}/s; {q['pg_queries']} account "
+                         f"queries = {q['pg_queries_per_1000']:.2f} / 1,000 events; commit interval "
+                         f"{q.get('commit_interval_s', '?')} s"))
+    if "warm_1w" in r:
+        rows.append(("Pipeline, 1 worker, warm cache", w,
+                     f"{w['pg_queries']} account queries = {w['pg_queries_per_1000']:.2f} / 1,000 events"))
+    if "warm_2w" in r:
+        w2 = r["warm_2w"]
+        rows.append(("Pipeline, 2 workers, warm cache", w2,
+                     f"{w2['pg_queries']} account queries; worker CPU = both workers"))
     if "warm_1w_other_loop" in r:
         o = r["warm_1w_other_loop"]
         rows.append((f"Pipeline, 1 worker, warm cache, `-L {o['loop']}`", o,
                      f"the same pass with the other event loop ({o['loop']} vs {w.get('loop', 'aio')})"))
+    return rows
+
+
+def table(r: dict[str, Any]) -> str:
+    w = r.get("warm_1w", r.get("cold_1w", {}))
+    def cells(x: dict[str, Any]) -> str:
+        return " | ".join(fmt(x.get(k, float("nan"))) for k in
+                          ("cassandra_cpu_us", "kafka_cpu_us", "postgres_cpu_us", "machine_busy_cpu_us"))
+
+    def rewinds(x: dict[str, Any]) -> str:
+        n = x.get("stall_recoveries", 0)
+        return f"; {n} stuck partition(s) rewound by the watchdog (duplicates counted)" if n else ""
+
+    bad = r.get("bad_events", 0)
+    content = (f"{bad:,} of them bad (domain.samples' kinds: dead letters)" if bad else "all valid")
     out = [f"Run `{r['run']}`: {r['events']:,} events per pass ({r['mean_event_bytes']} B JSON/base64, "
-           f"45 fields, all valid, 1,000 accounts of which 20 blocked → dead letters), {r['partitions']} "
-           f"partitions, {r['cpus']} CPUs shared with Kafka, Cassandra and PostgreSQL, "
-           f"Python {r['python']}, worker event loop `{w.get('loop', 'aio')}` unless said. "
+           f"45 fields, {content}, 1,000 accounts of which 20 blocked: enriched with their status, "
+           f"not dead-lettered), {r['partitions']} partitions, {r['cpus']} CPUs shared with Kafka, Cassandra "
+           f"and PostgreSQL, Python {r['python']}, worker event loop `{w.get('loop', 'aio')}` unless said. "
            "Events/s: 5th→95th percentile of output timestamps. CPU µs per event: "
            "the contender's process(es); then each server of the stack, and the whole machine "
            "(all cores, everything running) over the same pass.", "",
            "| contender | events/s | CPU µs/event | Cassandra µs/ev | Kafka µs/ev | PostgreSQL µs/ev "
            "| machine µs/ev | notes |", "|---|---:|---:|---:|---:|---:|---:|---|"]
-    def rewinds(x: dict[str, Any]) -> str:
-        n = x.get("stall_recoveries", 0)
-        return f"; {n} stuck partition(s) rewound by the watchdog (duplicates counted)" if n else ""
-    out += [f"| {a} | {fmt(x['rate'])} | {fmt(x['cpu_us'])} | {cells(x)} | {d}{rewinds(x)} |" for a, x, d in rows]
+    out += [f"| {a} | {fmt(x['rate'])} | {fmt(x['cpu_us'])} | {cells(x)} | {d}{rewinds(x)}{checks_note(x)} |"
+            for a, x, d in rows_of(r)]
+    pairs = [(q, t, cache) for q, t, cache in (("quix_1w", "cold_1w", "cold"), ("quix_warm_1w", "warm_1w", "warm"))
+             if q in r]
+    if pairs:
+        out += ["", "| Quix Streams contender against txpipe (same cache state) | value |", "|---|---:|"]
+        for q, t, cache in pairs:
+            if t in r:
+                whole = r[t]["events"] / r[t]["span_s"]       # first to last output: history already stored
+                out += [f"| txpipe / Quix, {cache} cache, events/s (5th→95th percentile of output timestamps) "
+                        f"| {r[t]['rate'] / r[q]['rate']:.2f}× |",
+                        f"| txpipe / Quix, {cache} cache, events/s over the whole span, first output → all done "
+                        f"| {whole / r[q]['rate_done_whole_span']:.2f}× ({fmt(whole)} / "
+                        f"{fmt(r[q]['rate_done_whole_span'])}) |",
+                        f"| Quix / txpipe, {cache} cache, CPU µs per event | "
+                        f"{r[q]['cpu_us'] / r[t]['cpu_us']:.2f}× |"]
+            if "passthrough" in r:
+                out += [f"| Quix ({cache} cache) / passthrough, events/s | "
+                        f"{r[q]['rate'] / r['passthrough']['rate']:.2f}× |"]
+            out += [f"| Quix worker peak RSS (VmHWM), {cache} cache | {r[q]['vmhwm_mb'][0]} MB |"]
+    if not all(k in r for k in FULL):
+        return "\n".join(out)
+    p, b, c, w, w2 = r["passthrough"], r["baseline"], r["cold_1w"], r["warm_1w"], r["warm_2w"]
+    lat, s, av = r["latency"], r["sales"], r["avro"]
+    best = max(w["rate"], w2["rate"])
     out += ["", "| measure | value | target | met? |", "|---|---:|---:|---|"]
     r_pass, r_base = w["rate"] / p["rate"], w["rate"] / b["rate"]
     cpu_pass, cpu_base = p["cpu_us"] / w["cpu_us"], b["cpu_us"] / w["cpu_us"]
@@ -146,13 +206,14 @@ def plot(r: dict[str, Any], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = ["passthrough", "pipeline\n1w cold", "pipeline\n1w warm", "pipeline\n2w warm", "baseline"]
-    keys = ["passthrough", "cold_1w", "warm_1w", "warm_2w", "baseline"]
-    colors = ["#888888", "#4c72b0", "#4c72b0", "#4c72b0", "#c44e52"]
-    if "faust_ceiling" in r:
-        names.insert(1, "faust\nceiling")
-        keys.insert(1, "faust_ceiling")
-        colors.insert(1, "#aaaaaa")
+    bars = [("passthrough", "passthrough", "#888888"), ("faust_ceiling", "faust\nceiling", "#aaaaaa"),
+            ("cold_1w", "pipeline\n1w cold", "#4c72b0"), ("quix_1w", "Quix\n1w cold", "#55a868"),
+            ("quix_warm_1w", "Quix\n1w warm", "#55a868"),
+            ("warm_1w", "pipeline\n1w warm", "#4c72b0"), ("warm_2w", "pipeline\n2w warm", "#4c72b0"),
+            ("baseline", "baseline", "#c44e52")]
+    keys = [k for k, _, _ in bars if k in r]
+    names = [n for k, n, _ in bars if k in r]
+    colors = [c for k, _, c in bars if k in r]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     rates = [r[k]["rate"] for k in keys]
     ax1.bar(names, rates, color=colors)
