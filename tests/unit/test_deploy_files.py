@@ -13,15 +13,34 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+def workers(c: dict) -> dict:
+    """The worker services (one per worker: each has its own group instance id)."""
+    return {name: service for name, service in c["services"].items() if name.startswith("worker")}
+
+
 def test_compose_has_the_stack_topology() -> None:
     services = compose()["services"]
-    assert {"kafka", "schema-registry", "postgres", "scylla", "worker"} <= set(services)
-    assert services["worker"]["deploy"]["replicas"] == 2
+    assert {"kafka", "schema-registry", "postgres", "scylla"} <= set(services)
+    assert len(workers(compose())) == 2
     assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
 
 
+def test_each_worker_has_its_own_stable_group_instance_id_and_host_name() -> None:
+    """Static membership: a restarted worker comes back under the same id (and URL, which
+    faust's table routing uses); two workers sharing an id would fence each other."""
+    services = workers(compose()).values()
+    ids = [s["environment"]["APP_KAFKA_GROUP_INSTANCE_ID"] for s in services]
+    assert len(set(ids)) == len(ids) and all(ids)
+    assert len({s["hostname"] for s in services}) == len(ids)
+    assert all(s["networks"]["default"]["aliases"] == ["worker"] for s in services)
+
+
 def test_every_setting_compose_passes_exists_and_parses() -> None:
-    env = compose()["services"]["worker"]["environment"]
+    for service in workers(compose()).values():
+        check_settings(service["environment"])
+
+
+def check_settings(env: dict) -> None:
     known = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
     passed = {k for k in env if k.startswith(ENV_PREFIX)}
     assert passed and passed <= known, f"unknown settings in compose: {sorted(passed - known)}"
@@ -32,7 +51,7 @@ def test_every_setting_compose_passes_exists_and_parses() -> None:
 
 def test_compose_services_the_workers_name_exist() -> None:
     c = compose()
-    env = c["services"]["worker"]["environment"]
+    env = c["services"]["worker-1"]["environment"]
     for key in ("APP_KAFKA_BROKERS", "APP_POSTGRES_DSN", "APP_SCHEMA_REGISTRY_URL"):
         host = env[key].split("://", 1)[1].split("@")[-1].split(":")[0].split("/")[0]
         assert host in c["services"], f"{key} points at {host}, not a compose service"
@@ -91,8 +110,9 @@ def test_compose_runs_prometheus_and_grafana_on_the_deploy_files() -> None:
         assert services[name]["volumes"] == mounts
         for mount in mounts:
             assert (ROOT / mount.split(":")[0]).is_dir(), mount
-    assert "/health" in " ".join(services["worker"]["healthcheck"]["test"])
-    assert services["worker"]["environment"]["APP_LOG_FORMAT"] == "json"
+    for worker in workers(compose()).values():
+        assert "/health" in " ".join(worker["healthcheck"]["test"])
+        assert worker["environment"]["APP_LOG_FORMAT"] == "json"
 
 
 def test_prometheus_scrapes_every_worker_replica_on_its_web_port() -> None:
@@ -100,7 +120,8 @@ def test_prometheus_scrapes_every_worker_replica_on_its_web_port() -> None:
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "txpipe-worker"]
     assert job["metrics_path"] == "/metrics"
     (sd,) = job["dns_sd_configs"]
-    worker_env = compose()["services"]["worker"]["environment"]
+    worker_env = compose()["services"]["worker-1"]["environment"]
+    # "worker": the network alias every worker service has
     assert sd["names"] == ["worker"] and sd["type"] == "A" and sd["port"] == int(worker_env["APP_WEB_PORT"])
     assert worker_env["APP_WEB_HOST"] == "0.0.0.0"        # reachable from the Prometheus container
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
