@@ -23,12 +23,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import fcntl
 import os
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import asyncpg
 
@@ -36,7 +39,7 @@ from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
 from app.settings import Settings
 from app.kafka_tools import delete_topics
-from bench.pipeline import (Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
+from bench.pipeline import (ROOT, Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
                             rewind_group, stack_env)
 from domain.samples import samples
 from models.transaction import CATEGORIES
@@ -59,7 +62,23 @@ class Outcome:
     rewinds: int      # watchdog rewinds in the (surviving) worker's log
 
 
+@contextlib.contextmanager
+def stack_lock() -> Iterator[None]:
+    """The stack's test lock, shared (as integration tests and bench/pipeline.py hold it): a
+    disruptive test, which holds it exclusively, stops no server in the middle of a start."""
+    path = ROOT / ".stack" / "run" / "tests.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        yield
+
+
 async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0, rebalance: float = 0.0) -> Outcome:
+    with stack_lock():
+        return await _once(events, rewound, warm, kill, rebalance)
+
+
+async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: float) -> Outcome:
     run = uuid.uuid4().hex[:8]
     base = stack_env()
     admin = base["APP_POSTGRES_DSN"].rsplit("/", 1)[0]
