@@ -117,7 +117,7 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
             await asyncio.sleep(kill)
             first.kill()
         if rebalance:
-            doomed = Worker(env, tmp / "doomed.log", "uvloop").start()
+            doomed = Worker({**env, "APP_WEB_PORT": str(free_port())}, tmp / "doomed.log", "uvloop").start()
         worker = Worker(env, tmp / "worker.log", "uvloop").start()
         await worker.wait_ready()
         if rebalance:
