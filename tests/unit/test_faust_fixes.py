@@ -257,3 +257,49 @@ def test_an_assignment_for_the_workers_own_url_needs_no_rejoin() -> None:
     ours = assignor(PartitionAssignor, "http://w:6066", rejoins)
     ours.on_assignment(assignment_for("http://w:6066"))
     assert ours.assigned_actives() == {RAW0, RAW1} and rejoins == []
+
+
+# (5) stream partitions resumed before the seek ----------------------------------------------
+
+def resuming_consumer(cls: type, rebalancing: bool = True) -> Any:
+    c = cls.__new__(cls)
+    c._resume_after_seek = set()
+    c._paused_partitions = {RAW0, RAW1, CHANGELOG}
+    c._active_partitions = set()
+    c.assignment = lambda: {RAW0, RAW1, CHANGELOG}
+    c.app = SimpleNamespace(rebalancing=rebalancing,
+                            tables=SimpleNamespace(changelog_topics={CHANGELOG.topic}))
+    return c
+
+
+def fetchable_during_the_seek(c: Any, monkeypatch: pytest.MonkeyPatch) -> set[TP]:
+    """What faust's Recovery._resume_streams leaves the fetcher free to read while the seek
+    to the committed offsets is under way (the fetcher asks _get_active_partitions)."""
+    from faust.transport import consumer as base
+
+    during: set[TP] = set()
+
+    async def seek(self: Any) -> None:
+        during.update(self._get_active_partitions())
+
+    monkeypatch.setattr(base.Consumer, "perform_seek", seek)
+    c.resume_partitions({RAW0, RAW1})            # as _resume_streams: resume, then seek
+    asyncio.run(c.perform_seek())
+    return during
+
+
+def test_stream_partitions_resumed_in_a_rebalance_wait_for_the_seek(monkeypatch: pytest.MonkeyPatch) -> None:
+    faust_own = resuming_consumer(driver.Consumer)
+    assert fetchable_during_the_seek(faust_own, monkeypatch) == {RAW0, RAW1}, "faust's own: read twice"
+    ours = resuming_consumer(Consumer)
+    assert fetchable_during_the_seek(ours, monkeypatch) == set()
+    assert ours._get_active_partitions() == {RAW0, RAW1} and ours._paused_partitions == {CHANGELOG}
+
+
+def test_outside_a_rebalance_and_for_changelogs_resuming_is_faust_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = resuming_consumer(Consumer, rebalancing=False)
+    c.resume_partitions({RAW0})
+    assert c._get_active_partitions() == {RAW0}
+    c = resuming_consumer(Consumer)
+    c.resume_partitions({CHANGELOG})
+    assert c._get_active_partitions() == {CHANGELOG} and c._resume_after_seek == set()
