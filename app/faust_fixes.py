@@ -42,19 +42,6 @@ every partition back to its commit point afterwards; three more faults break tha
    rejoin is requested, so the group learns the new URL (the table routing of the others
    uses it) in one ordinary rebalance.
 
-5. *Stream partitions are resumed before the seek.* At the end of a recovery faust resumes the
-   stream partitions and then awaits the seek to their committed offsets, while the fetcher
-   runs: a fetch in between reads from aiokafka's own position, and the seek then makes faust
-   read those offsets again. With a fresh assignment that position is the commit point: the
-   records there were processed twice within one worker's life (issue 13: often exactly
-   `broker_max_poll_records`, 1,000, per start). With a partition kept through a rebalance it
-   is past the commit point (records fetched for the old generation and dropped), and when
-   the pre-seek batch is still being handed over after the seek reset faust's read offset,
-   the refetched records below it are dropped as already read: a hole, left for the watchdog
-   (issue 13: 540 records on the 4 partitions a survivor kept). Repair: stream partitions
-   resumed during a rebalance are resumed only once the seek is done (faust's own pause and
-   resume: it fetches only the partitions it holds active).
-
 What is left can only hold a commit point back, never move it past a record: the watchdog
 then rewinds the partition with `Consumer.rewind`, which also holds back the records of that
 partition fetched before the rewind (all past the commit point, since the consumer had read
@@ -66,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Iterable, Mapping, Optional, Tuple
+from typing import Any, AsyncIterator, Mapping, Optional, Tuple
 
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from faust.assignor import PartitionAssignor as FaustPartitionAssignor
@@ -95,7 +82,6 @@ class Consumer(driver.Consumer):
         super().__init__(*args, **kwargs)
         self._starts: dict[TP, int] = {}                      # where partitions with no commit were sought to
         self._rewinds: dict[TP, Tuple[int, float]] = {}       # partition -> (target, until)
-        self._resume_after_seek: set[TP] = set()
 
     @property
     def _gaps_allowed(self) -> bool:
@@ -117,23 +103,6 @@ class Consumer(driver.Consumer):
             self._starts.update({TP(tp.topic, tp.partition): start
                                  for tp, start in zip(fresh, starts, strict=True) if start is not None})
         return committed
-
-    # (5)
-    def resume_partitions(self, tps: Iterable[TP]) -> None:
-        tps = set(tps)
-        if self.app.rebalancing:
-            streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
-            self._resume_after_seek |= streams
-            tps -= streams
-        super().resume_partitions(tps)
-
-    async def perform_seek(self) -> None:
-        try:
-            await super().perform_seek()
-        finally:
-            waiting, self._resume_after_seek = self._resume_after_seek, set()
-            if waiting:
-                super().resume_partitions(waiting)
 
     # (2)
     def _new_offset(self, tp: TP) -> Optional[int]:
