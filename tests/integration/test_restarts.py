@@ -54,27 +54,32 @@ def test_a_killed_worker_restarted_at_once_as_itself_resumes_within_seconds(
     data = samples(12_000, bad_ratio=0.03, accounts=1000, seed=43)
     me = {"APP_KAFKA_GROUP_INSTANCE_ID": "worker-a", "APP_WEB_PORT": str(free_port())}
     first = workers(**me).start()
-    killed_at = 0.0
+    killed_at = ready_at = 0.0
 
     async def scenario() -> None:
-        nonlocal killed_at
+        nonlocal killed_at, ready_at
         sending = asyncio.ensure_future(produce(settings, data, pace=(200, 0.2)))
         await wait_until(lambda: _at_least(settings, 3000), 60, "a part of the stream processed")
         first.kill()
         killed_at = time.time()
         assert not sending.done(), "the input ran out before the kill: nothing to resume"
         # In a thread: the input keeps flowing meanwhile.
-        await asyncio.to_thread(workers(**me).start)
-        ready_s = time.time() - killed_at
+        replacement = await asyncio.to_thread(workers(**me).start)
+        ready_at = time.time()
         await sending
-        print(f"replacement ready {ready_s:.1f} s after the kill")
+        print(f"replacement ready {ready_at - killed_at:.1f} s after the kill")
+        assert "seeking back" not in replacement.log_path.read_text(errors="replace")
 
     event_loop_run(scenario())
     check_outcomes_after_restart(settings, data, accounts, event_loop_run, timeout_s=120)
-    after = sorted(t for ts in event_loop_run(sink_times(settings)).values() for t in ts if t > killed_at)
-    resumed_s = after[0] - killed_at
-    print(f"output resumed {resumed_s:.1f} s after the kill")
-    assert resumed_s < PAUSE_LIMIT_S
+    output = event_loop_run(sink_times(settings))
+    resumed = {p: next(t for t in ts if t > killed_at) - killed_at for p, ts in sorted(output.items())}
+    print("output resumed, per input partition, s after the kill:", {p: round(s, 1) for p, s in resumed.items()})
+    assert len(resumed) == settings.topic_partitions
+    assert min(resumed.values()) < PAUSE_LIMIT_S, "the output did not resume within seconds"
+    # Each partition once the replacement is up (its start-up alone took 2-4 s on the shared
+    # 2-core machine): nothing waits for the group.
+    assert max(resumed.values()) - (ready_at - killed_at) < PAUSE_LIMIT_S, resumed
 
 
 def test_a_rolling_restart_of_one_of_two_workers_moves_no_other_partition(
