@@ -32,6 +32,16 @@ every partition back to its commit point afterwards; three more faults break tha
    topics); a read offset reset by a seek and then met by a record fetched before it is such
    a jump. Repair: no gaps unless the input topics may have them (`APP_KAFKA_OFFSET_GAPS`).
 
+4. *A static member that comes back at another URL hangs.* With a group instance id
+   (APP_KAFKA_GROUP_INSTANCE_ID) the broker hands a restarted member the assignment it made
+   for that member's previous life, without a rebalance; faust's
+   `PartitionAssignor.on_assignment` asserts that the URL in it is the worker's own and, when
+   the web port or host changed, the AssertionError ends aiokafka's coordination routine:
+   the worker never gets ready (seen in tests/integration/test_restarts.py's first draft,
+   whose restarted worker had a fresh port). Repair: the assignment is taken as it is and a
+   rejoin is requested, so the group learns the new URL (the table routing of the others
+   uses it) in one ordinary rebalance.
+
 What is left can only hold a commit point back, never move it past a record: the watchdog
 then rewinds the partition with `Consumer.rewind`, which also holds back the records of that
 partition fetched before the rewind (all past the commit point, since the consumer had read
@@ -41,12 +51,18 @@ ahead again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, AsyncIterator, Mapping, Optional, Tuple
 
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
+from faust.assignor import PartitionAssignor as FaustPartitionAssignor
+from faust.assignor.client_assignment import ClientMetadata
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 from mode.utils.queues import FlowControlEvent
+
+log = logging.getLogger(__name__)
 
 REWIND_FILTER_S = 30.0   # a rewind target never seen (deleted by retention meanwhile) stops filtering
 
@@ -118,6 +134,27 @@ class Consumer(driver.Consumer):
                 else:
                     continue      # fetched before the rewind: Kafka sends it again after the target
             yield tp, message
+
+
+class PartitionAssignor(FaustPartitionAssignor):
+    # (4): faust's on_assignment without its last assertion.
+    def on_assignment(self, assignment: ConsumerProtocolMemberMetadata) -> None:
+        metadata = ClientMetadata.loads(self._decompress(assignment.user_data))
+        url = str(self._url)
+        if metadata.url == url:
+            super().on_assignment(assignment)
+            return
+        log.info("the assignment names this worker's URL as %s, now %s (a static member back with "
+                 "another address): rejoining so that the group learns it", metadata.url, url)
+        self._assignment = metadata.assignment
+        self._topic_groups = dict(metadata.topic_groups)
+        self._active_tps = self._assignment.active_tps
+        self._standby_tps = self._assignment.standby_tps
+        self.changelog_distribution = metadata.changelog_distribution
+        self.external_topic_distribution = metadata.external_topic_distribution
+        # Called by aiokafka's coordinator on the consumer's own thread and loop.
+        consumer: Any = self.app.consumer       # faust's aiokafka Consumer: its thread holds aiokafka's
+        consumer._thread._ensure_consumer()._coordinator.request_rejoin()
 
 
 class Transport(driver.Transport):

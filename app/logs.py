@@ -8,13 +8,32 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import orjson
 
 from app.settings import Settings
 
 EVENT_FIELDS = ("event_id", "topic", "partition", "offset")
+
+# What the Cassandra driver (scylla-driver, pinned in requirements.lock) logs while a CQL server
+# is away and when it is back, by logger and message template: with its reconnection policy of
+# one attempt a second, a 15 s outage made 59 warnings with a full traceback each and 14 more
+# lines (608 lines in all; 1,900 for a 50 s outage in issue 13). The app logs the two state
+# changes itself (app/retry.py: "unavailable, retrying", "available again"), so these are debug.
+DRIVER_NOISE: Mapping[str, frozenset[str]] = {
+    "cassandra.cluster": frozenset({
+        "[control connection] Error connecting to %s:",
+        "Control connection failed to connect, shutting down Cluster:",
+        "Host %s has been marked down",
+        "Host %s may be up; will prepare queries and open connection pool",
+        "Connection pools established for node %s",
+    }),
+    "cassandra.pool": frozenset({
+        "Error attempting to reconnect to %s, scheduling retry in %s seconds: %s",
+        "Successful reconnection to %s, marking node up if it isn't already",
+    }),
+}
 # What a LogRecord has before any `extra=`; everything else a caller added is kept.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
@@ -22,6 +41,18 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 def event_fields(topic: str, partition: int, offset: int, event_id: Optional[str] = None) -> dict[str, Any]:
     """`extra=` for a log call about one event (its id when known, and where it was read)."""
     return {"event_id": event_id, "topic": topic, "partition": partition, "offset": offset}
+
+
+class DriverNoise(logging.Filter):
+    """Turns the driver's outage and reconnection lines (DRIVER_NOISE) into debug records:
+    shown, traceback and all, only when the log level is debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and record.msg in DRIVER_NOISE.get(record.name, ()):
+            if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+                return False
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -69,6 +100,10 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
                                 "formatter": "app"}},
         "root": {"level": settings.log_level.upper(), "handlers": ["stdout"]},
+        # On the loggers themselves (a logger's filters see only its own records), so that the
+        # driver's records are demoted whatever handler receives them.
+        "filters": {"driver_noise": {"()": "app.logs.DriverNoise"}},
+        "loggers": {name: {"filters": ["driver_noise"]} for name in DRIVER_NOISE},
     }
 
 

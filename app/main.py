@@ -9,7 +9,7 @@ import faust
 from mode.utils.objects import cached_property
 
 from app import preflight
-from app.faust_fixes import FlowControl, Transport
+from app.faust_fixes import FlowControl, PartitionAssignor, Transport
 from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
 from app.settings import load_or_exit
@@ -68,5 +68,9 @@ app = App(
     # database outage): whatever was not acked is consumed again, and every sink is idempotent.
     stream_wait_empty=False,
     broker_session_timeout=settings.kafka_session_timeout_s,
+    # Static membership when set (faust hands it to aiokafka's consumer, which then sends no
+    # LeaveGroup on stop): a restarted worker rejoins as itself and gets its partitions back.
+    consumer_group_instance_id=settings.kafka_group_instance_id or None,
+    PartitionAssignor=PartitionAssignor,     # a static member back at another URL (app/faust_fixes.py)
     broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
 )

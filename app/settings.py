@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -75,6 +76,14 @@ def _aware_datetime(raw: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _instance_id(raw: str) -> str:
+    """Kafka's rules for a group.instance.id (as for a topic name); empty: none."""
+    value = raw.strip()
+    if value and (len(value) > 249 or value in (".", "..") or not re.fullmatch(r"[A-Za-z0-9._-]+", value)):
+        raise ValueError("must be at most 249 of the characters A-Z a-z 0-9 . _ -")
+    return value
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -138,7 +147,18 @@ class Settings:
     kafka_ssl_cafile: str = setting("", str, "PEM file of the CA that signed the brokers' certificates "
                                     "(SSL/SASL_SSL); empty: the system's CAs.")
     kafka_session_timeout_s: float = setting(30.0, _float, "Consumer group session timeout: how soon the "
-                                             "partitions of a dead worker move to the others.")
+                                             "partitions of a dead worker move to the others (with a group "
+                                             "instance id: of a worker that does not come back). Heartbeats "
+                                             "go every 3 s (a third of it if shorter) from the consumer's own "
+                                             "thread, so a loaded worker is not taken for dead.")
+    kafka_group_instance_id: str = setting("", _instance_id, "Static group membership (Kafka's group.instance.id): "
+                                           "a name unique in the group and stable across restarts of one worker "
+                                           "(compose: one per service; Kubernetes: the StatefulSet pod's name; "
+                                           "two workers on one host: one each). A worker restarted within the "
+                                           "session timeout gets its own partitions back at once, and its stop "
+                                           "causes no rebalance (nor does a crash: its partitions wait for it "
+                                           "or for the session timeout). Empty: dynamic membership, every "
+                                           "start and stop rebalances the group.")
     kafka_offset_gaps: bool = setting(False, _bool, "Input topics may have offsets without a record "
                                       "(transactional producers upstream, compacted topics): the commit "
                                       "point may then pass them. Off: it never passes an unprocessed offset "

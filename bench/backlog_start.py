@@ -8,17 +8,30 @@ compared with the input partitions' offsets. `--warm` first runs a whole pass, s
 worker, rewinds the group and checks the second start, which recovers a filled table
 changelog first: the benchmark's warm pass, where the bug struck most.
 
-    .venv/bin/python -m bench.backlog_start --events 60000 [--rewound | --warm] [--runs 3]
+Each run also counts the input records that reached a sink more than once (`repeated`): on a
+plain start (one worker, nothing to replay) every repeat happened within that worker's life
+(issue 13, item 3). `--rebalance S` starts two workers, SIGKILLs one S seconds after both are
+ready and lets the other take all partitions over (issue 13, item 2: a hole the watchdog had to
+rewind); its repeats include the dead worker's uncommitted work, replayed as promised. The
+figures end with one summary line: rewinds and repeated records per start.
+
+    .venv/bin/python -m bench.backlog_start --events 60000 [--rewound | --warm | --rebalance 3] [--runs 3]
+    APP_KAFKA_SESSION_TIMEOUT_S=8 .venv/bin/python -m bench.backlog_start --rebalance 3   # a shorter wait
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
+import fcntl
 import os
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import asyncpg
 
@@ -26,7 +39,7 @@ from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
 from app.settings import Settings
 from app.kafka_tools import delete_topics
-from bench.pipeline import (Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
+from bench.pipeline import (ROOT, Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
                             rewind_group, stack_env)
 from domain.samples import samples
 from models.transaction import CATEGORIES
@@ -42,7 +55,30 @@ async def settle(settings: Settings, sinks: list[str]) -> None:
         last = got
 
 
-async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0) -> dict[int, int]:
+@dataclass(frozen=True)
+class Outcome:
+    missing: int      # input records in no sink
+    repeated: int     # input records in a sink more than once (extra copies)
+    rewinds: int      # watchdog rewinds in the (surviving) worker's log
+
+
+@contextlib.contextmanager
+def stack_lock() -> Iterator[None]:
+    """The stack's test lock, shared (as integration tests and bench/pipeline.py hold it): a
+    disruptive test, which holds it exclusively, stops no server in the middle of a start."""
+    path = ROOT / ".stack" / "run" / "tests.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        yield
+
+
+async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0, rebalance: float = 0.0) -> Outcome:
+    with stack_lock():
+        return await _once(events, rewound, warm, kill, rebalance)
+
+
+async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: float) -> Outcome:
     run = uuid.uuid4().hex[:8]
     base = stack_env()
     admin = base["APP_POSTGRES_DSN"].rsplit("/", 1)[0]
@@ -55,7 +91,7 @@ async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0) -> dic
            "APP_DATA_DIR": str(tmp / "data"), "APP_WEB_PORT": str(free_port())}
     settings = Settings.load(env)
     pg, cql = Postgres(settings), Cql(settings)
-    worker = None
+    worker = doomed = None
     try:
         await pg.migrate()
         await pg.seed_demo_accounts(1000)
@@ -80,26 +116,39 @@ async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0) -> dic
             await first.wait_ready()
             await asyncio.sleep(kill)
             first.kill()
+        if rebalance:
+            doomed = Worker({**env, "APP_WEB_PORT": str(free_port())}, tmp / "doomed.log", "uvloop").start()
         worker = Worker(env, tmp / "worker.log", "uvloop").start()
         await worker.wait_ready()
+        if rebalance:
+            assert doomed is not None
+            await doomed.wait_ready()
+            await asyncio.sleep(rebalance)
+            doomed.kill()
         await settle(settings, sinks)
         records = await read_since(settings.kafka_brokers, since, await end_offsets(settings.kafka_brokers, sinks))
-        seen = {(int(h["source-partition"]), int(h["source-offset"]))
-                for h in (dict(r.headers) for r in records) if h.get("source-topic") == src.encode()}
+        copies = collections.Counter((int(h["source-partition"]), int(h["source-offset"]))
+                                     for h in (dict(r.headers) for r in records)
+                                     if h.get("source-topic") == src.encode())
+        seen = set(copies)
+        repeated = sum(n - 1 for n in copies.values())
         ends = await end_offsets(settings.kafka_brokers, [src])
         missing = {tp.partition: sum((tp.partition, o) not in seen for o in range(end)) for tp, end in ends.items()}
         rewinds = (tmp / "worker.log").read_text(errors="replace").count("seeking back")
-        if any(missing.values()) or rewinds:
+        if any(missing.values()) or rewinds or repeated:
             kept = Path("/tmp/backlog-logs") / run
             kept.mkdir(parents=True, exist_ok=True)
             for f in tmp.glob("*.log"):
                 shutil.copy(f, kept / f.name)
         print(f"run {run}: {len(records):,} sink records, {len(seen):,} distinct of {events:,}; "
-              f"missing per partition {dict(sorted(missing.items()))}; watchdog rewinds {rewinds}", flush=True)
-        return missing
+              f"missing per partition {dict(sorted(missing.items()))}; watchdog rewinds {rewinds}; "
+              f"repeated {repeated:,}", flush=True)
+        return Outcome(sum(missing.values()), repeated, rewinds)
     finally:
         if worker is not None:
             worker.stop()
+        if doomed is not None:
+            doomed.kill()
         await cql.drop_keyspace()
         await cql.close()
         await pg.close()
@@ -118,13 +167,23 @@ def main() -> None:
     p.add_argument("--warm", action="store_true", help="a first whole pass, then a rewound second start")
     p.add_argument("--kill", type=float, default=0.0, metavar="S",
                    help="SIGKILL the worker S seconds after it is ready, then start another at once")
+    p.add_argument("--rebalance", type=float, default=0.0, metavar="S",
+                   help="two workers; SIGKILL one S seconds after both are ready, the other takes over")
     args = p.parse_args()
+
     async def runs() -> int:
         try:
-            missing = [await once(args.events, args.rewound, args.warm, args.kill) for _ in range(args.runs)]
-            return sum(sum(m.values()) for m in missing)
+            outcomes = [await once(args.events, args.rewound, args.warm, args.kill, args.rebalance)
+                        for _ in range(args.runs)]
         finally:
             await close_offsets()
+        n = len(outcomes)
+        print(f"{n} starts: missing {sum(o.missing for o in outcomes):,}; watchdog rewinds "
+              f"{sum(o.rewinds for o in outcomes)} in {sum(bool(o.rewinds) for o in outcomes)} starts "
+              f"({sum(o.rewinds for o in outcomes) / n:.2f} per start); repeated records "
+              f"{sum(o.repeated for o in outcomes):,} in {sum(bool(o.repeated) for o in outcomes)} starts "
+              f"({sum(o.repeated for o in outcomes) / n:,.0f} per start)", flush=True)
+        return sum(o.missing for o in outcomes)
 
     raise SystemExit(1 if asyncio.run(runs()) else 0)
 

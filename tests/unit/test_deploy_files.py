@@ -13,15 +13,34 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+def workers(c: dict) -> dict:
+    """The worker services (one per worker: each has its own group instance id)."""
+    return {name: service for name, service in c["services"].items() if name.startswith("worker")}
+
+
 def test_compose_has_the_stack_topology() -> None:
     services = compose()["services"]
-    assert {"kafka", "schema-registry", "postgres", "scylla", "worker"} <= set(services)
-    assert services["worker"]["deploy"]["replicas"] == 2
+    assert {"kafka", "schema-registry", "postgres", "scylla"} <= set(services)
+    assert len(workers(compose())) == 2
     assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
 
 
+def test_each_worker_has_its_own_stable_group_instance_id_and_host_name() -> None:
+    """Static membership: a restarted worker comes back under the same id (and URL, which
+    faust's table routing uses); two workers sharing an id would fence each other."""
+    services = workers(compose()).values()
+    ids = [s["environment"]["APP_KAFKA_GROUP_INSTANCE_ID"] for s in services]
+    assert len(set(ids)) == len(ids) and all(ids)
+    assert len({s["hostname"] for s in services}) == len(ids)
+    assert all(s["networks"]["default"]["aliases"] == ["worker"] for s in services)
+
+
 def test_every_setting_compose_passes_exists_and_parses() -> None:
-    env = compose()["services"]["worker"]["environment"]
+    for service in workers(compose()).values():
+        check_settings(service["environment"])
+
+
+def check_settings(env: dict) -> None:
     known = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
     passed = {k for k in env if k.startswith(ENV_PREFIX)}
     assert passed and passed <= known, f"unknown settings in compose: {sorted(passed - known)}"
@@ -32,25 +51,25 @@ def test_every_setting_compose_passes_exists_and_parses() -> None:
 
 def test_compose_services_the_workers_name_exist() -> None:
     c = compose()
-    env = c["services"]["worker"]["environment"]
+    env = c["services"]["worker-1"]["environment"]
     for key in ("APP_KAFKA_BROKERS", "APP_POSTGRES_DSN", "APP_SCHEMA_REGISTRY_URL"):
         host = env[key].split("://", 1)[1].split("@")[-1].split(":")[0].split("/")[0]
         assert host in c["services"], f"{key} points at {host}, not a compose service"
     assert env["APP_CQL_HOSTS"] in c["services"]
 
 
-def test_each_worker_replica_has_its_own_volume_on_the_data_directory() -> None:
-    worker = compose()["services"]["worker"]
-    data_dir = worker["environment"]["APP_DATA_DIR"]
-    # An anonymous volume (a bare container path): one per replica. A named one ("name:/path")
-    # would be shared by the replicas, and RocksDB takes a lock per directory.
-    assert data_dir in worker["volumes"], "no volume on APP_DATA_DIR: tables die with the container"
-    assert Settings.load({"APP_DATA_DIR": data_dir}).data_dir == data_dir
+def test_each_worker_has_its_own_volume_on_the_data_directory() -> None:
+    for name, worker in workers(compose()).items():
+        data_dir = worker["environment"]["APP_DATA_DIR"]
+        # An anonymous volume (a bare container path): one per container. A named one
+        # ("name:/path") shared by workers would break: RocksDB takes a lock per directory.
+        assert data_dir in worker["volumes"], f"{name}: no volume on APP_DATA_DIR: tables die with the container"
+        assert Settings.load({"APP_DATA_DIR": data_dir}).data_dir == data_dir
 
 
 def test_the_image_owns_the_data_directory_compose_uses() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    data_dir = compose()["services"]["worker"]["environment"]["APP_DATA_DIR"]
+    data_dir = compose()["services"]["worker-1"]["environment"]["APP_DATA_DIR"]
     user = next(line.split()[1] for line in lines if line.startswith("USER "))
     assert f"APP_DATA_DIR={data_dir}" in next(line for line in lines if line.startswith("ENV "))
     assert any(line.startswith("RUN ") and f"mkdir -p {data_dir}" in line and f"chown {user}:" in line
@@ -109,8 +128,9 @@ def test_compose_runs_prometheus_and_grafana_on_the_deploy_files() -> None:
         assert services[name]["volumes"] == mounts
         for mount in mounts:
             assert (ROOT / mount.split(":")[0]).is_dir(), mount
-    assert "/health" in " ".join(services["worker"]["healthcheck"]["test"])
-    assert services["worker"]["environment"]["APP_LOG_FORMAT"] == "json"
+    for worker in workers(compose()).values():
+        assert "/health" in " ".join(worker["healthcheck"]["test"])
+        assert worker["environment"]["APP_LOG_FORMAT"] == "json"
 
 
 def test_prometheus_scrapes_every_worker_replica_on_its_web_port() -> None:
@@ -118,7 +138,8 @@ def test_prometheus_scrapes_every_worker_replica_on_its_web_port() -> None:
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "txpipe-worker"]
     assert job["metrics_path"] == "/metrics"
     (sd,) = job["dns_sd_configs"]
-    worker_env = compose()["services"]["worker"]["environment"]
+    worker_env = compose()["services"]["worker-1"]["environment"]
+    # "worker": the network alias every worker service has
     assert sd["names"] == ["worker"] and sd["type"] == "A" and sd["port"] == int(worker_env["APP_WEB_PORT"])
     assert worker_env["APP_WEB_HOST"] == "0.0.0.0"        # reachable from the Prometheus container
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
@@ -198,7 +219,7 @@ def test_every_setting_the_k8s_workers_get_exists_and_secrets_come_from_the_secr
             assert "value" not in e and ref["name"] == secret["metadata"]["name"] and ref["key"] == e["name"]
     assert {e["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})} == set(secret["stringData"])
     assert all(v == "" for v in secret["stringData"].values()), "the example must hold no secret"
-    compose_secrets = {k for k in compose()["services"]["worker"]["environment"] if k in SECRET_SETTINGS}
+    compose_secrets = {k for k in compose()["services"]["worker-1"]["environment"] if k in SECRET_SETTINGS}
     assert compose_secrets <= set(secret["stringData"])
     # What a pod gets parses, as prod (which refuses missing server addresses).
     resolved = {**config, "APP_WEB_ADVERTISED_HOST": "txpipe-worker-0.txpipe-worker", "APP_POSTGRES_PASSWORD": "x"}

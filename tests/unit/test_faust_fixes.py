@@ -207,3 +207,53 @@ def test_a_rewind_target_that_never_arrives_stops_holding_records_back(monkeypat
         return [(tp, m.offset) async for tp, m in c.getmany(1.0)]
 
     assert asyncio.run(one_batch()) == [(RAW0, 5000)]
+
+
+# (4) a static member back at another URL -------------------------------------------------
+
+def assignor(cls: type, url: str, rejoins: list[str]) -> Any:
+    from yarl import URL
+
+    a = cls.__new__(cls)
+    coordinator = SimpleNamespace(request_rejoin=lambda: rejoins.append("rejoin"))
+    a.app = SimpleNamespace(conf=SimpleNamespace(canonical_url=URL(url)),
+                            consumer=SimpleNamespace(_thread=SimpleNamespace(
+                                _ensure_consumer=lambda: SimpleNamespace(_coordinator=coordinator))))
+    a._table_manager = SimpleNamespace(changelog_topics=set())
+    return a
+
+
+def assignment_for(url: str) -> Any:
+    """What the broker hands a static member: the assignment the leader made for `url`."""
+    import zlib
+
+    from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
+
+    metadata = ClientMetadata(assignment=ClientAssignment(actives={"transactions.raw": [0, 1]}, standbys={}),
+                              url=url, changelog_distribution={url: {"transactions.raw": [0, 1]}})
+    return SimpleNamespace(user_data=zlib.compress(metadata.dumps()), assignment=[("transactions.raw", [0, 1])])
+
+
+def test_an_assignment_made_for_an_earlier_url_is_taken_and_the_group_told() -> None:
+    """A worker restarted with its group instance id on another port gets the assignment made
+    for its previous life: faust's assertion stopped aiokafka's coordination (never ready)."""
+    from faust.assignor import PartitionAssignor as FaustPartitionAssignor
+
+    from app.faust_fixes import PartitionAssignor
+
+    rejoins: list[str] = []
+    with pytest.raises(AssertionError):
+        assignor(FaustPartitionAssignor, "http://w:6067", rejoins).on_assignment(assignment_for("http://w:6066"))
+    ours = assignor(PartitionAssignor, "http://w:6067", rejoins)
+    ours.on_assignment(assignment_for("http://w:6066"))
+    assert ours.assigned_actives() == {RAW0, RAW1}
+    assert rejoins == ["rejoin"]
+
+
+def test_an_assignment_for_the_workers_own_url_needs_no_rejoin() -> None:
+    from app.faust_fixes import PartitionAssignor
+
+    rejoins: list[str] = []
+    ours = assignor(PartitionAssignor, "http://w:6066", rejoins)
+    ours.on_assignment(assignment_for("http://w:6066"))
+    assert ours.assigned_actives() == {RAW0, RAW1} and rejoins == []

@@ -10,7 +10,7 @@ from typing import Iterator
 import orjson
 import pytest
 
-from app.logs import JsonFormatter, TextFormatter, apply_level, event_fields, logging_config
+from app.logs import DRIVER_NOISE, JsonFormatter, TextFormatter, apply_level, event_fields, logging_config
 from app.settings import Settings
 
 
@@ -80,3 +80,69 @@ def test_apply_level_undoes_the_spinner_trap(root_logger: logging.Logger) -> Non
     assert not logging.getLogger("aiokafka").isEnabledFor(logging.DEBUG)
     logging.getLogger("x").info("shown")
     assert "shown" in stream.getvalue()
+
+
+# --- the Cassandra driver's outage noise (issue 13) -----------------------------------------
+
+def test_every_demoted_line_is_one_the_installed_driver_logs() -> None:
+    """The templates are matched exactly: a driver upgrade that rewords one fails here."""
+    import re
+    from pathlib import Path
+
+    import cassandra
+
+    for logger_name, templates in DRIVER_NOISE.items():
+        # The driver's .py sources ship beside its compiled modules; literals split over
+        # lines are joined.
+        source = (Path(cassandra.__file__).parent / (logger_name.split(".")[1] + ".py")).read_text()
+        source = re.sub(r"\"\s*\n\s*\"", "", source)
+        for template in templates:
+            assert f'"{template}"' in source, (logger_name, template)
+
+
+@pytest.fixture
+def driver_logs(root_logger: logging.Logger) -> Iterator[io.StringIO]:
+    """The worker's logging config, writing to a buffer."""
+    logging.config.dictConfig(logging_config(Settings.load({})))
+    stream = io.StringIO()
+    root_logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    yield stream
+    for name in DRIVER_NOISE:
+        logging.getLogger(name).filters.clear()
+
+
+def outage(seconds: int) -> None:
+    """What the driver logs for an outage of `seconds` (one reconnection attempt a second)."""
+    cluster, pool = logging.getLogger("cassandra.cluster"), logging.getLogger("cassandra.pool")
+    cluster.warning("Host %s has been marked down", "127.0.0.1:19042")
+    for _ in range(seconds):
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError:
+            cluster.warning("[control connection] Error connecting to %s:", "127.0.0.1:19042", exc_info=True)
+        pool.warning("Error attempting to reconnect to %s, scheduling retry in %s seconds: %s",
+                     "127.0.0.1:19042", 1.0, "[Errno 111] Connection refused")
+    pool.info("Successful reconnection to %s, marking node up if it isn't already", "127.0.0.1:19042")
+    cluster.info("Host %s may be up; will prepare queries and open connection pool", "127.0.0.1:19042")
+    cluster.info("Connection pools established for node %s", "127.0.0.1:19042")
+
+
+def test_a_cql_outage_adds_no_driver_line_at_info(driver_logs: io.StringIO) -> None:
+    outage(50)
+    logging.getLogger("app.retry").warning("cql unavailable, retrying with backoff: %s", "NoHostAvailable")
+    logging.getLogger("app.retry").warning("cql available again after 50.0s and 12 retries")
+    assert driver_logs.getvalue().count("\n") == 2, driver_logs.getvalue()
+
+
+def test_the_driver_lines_show_at_debug_level_as_debug(driver_logs: io.StringIO) -> None:
+    logging.getLogger().setLevel(logging.DEBUG)
+    outage(1)
+    lines = [line for line in driver_logs.getvalue().splitlines() if line.startswith("[")]
+    assert len(lines) == 6 and all("[DEBUG]" in line for line in lines)
+    assert "ConnectionRefusedError" in driver_logs.getvalue()        # the traceback is kept
+
+
+def test_other_driver_warnings_are_left_alone(driver_logs: io.StringIO) -> None:
+    logging.getLogger("cassandra.cluster").warning("[session] Connected hosts in the %s are reporting a "
+                                                   "schema disagreement: %s", "cluster", "{}")
+    assert "[WARNING]: [session] Connected hosts" in driver_logs.getvalue()

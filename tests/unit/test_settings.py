@@ -45,11 +45,19 @@ def test_yaml_file_for_the_environment_then_env_wins(tmp_path: Path) -> None:
     ({"APP_INPUT_TOPICS": " , "}, "APP_INPUT_TOPICS=' , ': must list at least one value"),
     ({"APP_ENV": "prod"}, "APP_KAFKA_BROKERS is required when APP_ENV=prod"),
     ({"APP_CONFIG_FILE": "/nonexistent.yaml"}, "APP_CONFIG_FILE='/nonexistent.yaml': no such file"),
+    ({"APP_KAFKA_GROUP_INSTANCE_ID": "worker 1"}, "APP_KAFKA_GROUP_INSTANCE_ID='worker 1': must be at most 249"),
+    ({"APP_KAFKA_GROUP_INSTANCE_ID": "w" * 250}, "APP_KAFKA_GROUP_INSTANCE_ID='" + "w" * 250),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.load(env)
     assert message in str(info.value)
+
+
+def test_static_membership_is_off_unless_a_group_instance_id_is_given() -> None:
+    assert Settings.load({}).kafka_group_instance_id == ""
+    assert Settings.load({"APP_KAFKA_GROUP_INSTANCE_ID": " txpipe-worker-0 "}).kafka_group_instance_id == \
+        "txpipe-worker-0"
 
 
 def test_secret_values_are_never_echoed() -> None:

@@ -1,0 +1,147 @@
+"""Restarts with static group membership (APP_KAFKA_GROUP_INSTANCE_ID): a worker that comes
+back as itself takes its own partitions back at once, and nobody else's move meanwhile."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import time
+import urllib.request
+from typing import Any
+
+from app.kafka_tools import read_all
+from domain.samples import samples
+from models.transaction import CATEGORIES
+from tests.integration.pipeline import output_count, produce
+from tests.integration.support import Worker, free_port, wait_until
+from tests.integration.test_transactions_pipeline import check_outcomes_after_restart
+
+PAUSE_LIMIT_S = 5.0
+# The group's own lines in a worker's log (aiokafka's coordinator and faust's assignor):
+# one of them after a worker's first assignment means its partitions were dealt again.
+REBALANCE_LINES = ("Revoking previously assigned partitions", "Joined group", "Elected group leader")
+
+
+async def sink_times(settings: Any) -> dict[int, list[float]]:
+    """Per input partition, when its records reached a sink (the worker producer's CreateTime, s)."""
+    times: dict[int, list[float]] = collections.defaultdict(list)
+    for category in CATEGORIES:
+        for record in await read_all(settings.kafka_brokers, settings.sink_topic(category)):
+            times[int(dict(record.headers)["source-partition"])].append(record.timestamp / 1000)
+    return {p: sorted(ts) for p, ts in times.items()}
+
+
+def pauses(times: dict[int, list[float]], start: float, end: float) -> dict[int, float]:
+    """Per input partition, the longest time without output between `start` and `end`."""
+    out = {}
+    for partition, ts in times.items():
+        inside = [start] + [t for t in ts if start < t < end] + [end]
+        out[partition] = max(b - a for a, b in itertools.pairwise(inside))
+    return out
+
+
+def rebalance_lines(worker: Worker, since: int) -> list[str]:
+    text = worker.log_path.read_bytes()[since:].decode(errors="replace")
+    return [line for line in text.splitlines() if any(marker in line for marker in REBALANCE_LINES)]
+
+
+def test_a_killed_worker_restarted_at_once_as_itself_resumes_within_seconds(
+        workers: Any, settings: Any, accounts: int, event_loop_run: Any) -> None:
+    """SIGKILL leaves no LeaveGroup behind; without an instance id the new worker waits for the
+    dead member's session to expire (APP_KAFKA_SESSION_TIMEOUT_S, 30 s). With one it takes the
+    dead member's place at once."""
+    data = samples(12_000, bad_ratio=0.03, accounts=1000, seed=43)
+    me = {"APP_KAFKA_GROUP_INSTANCE_ID": "worker-a", "APP_WEB_PORT": str(free_port())}
+    first = workers(**me).start()
+    killed_at = ready_at = 0.0
+
+    async def scenario() -> None:
+        nonlocal killed_at, ready_at
+        sending = asyncio.ensure_future(produce(settings, data, pace=(200, 0.2)))
+        await wait_until(lambda: _at_least(settings, 3000), 60, "a part of the stream processed")
+        first.kill()
+        killed_at = time.time()
+        assert not sending.done(), "the input ran out before the kill: nothing to resume"
+        # In a thread: the input keeps flowing meanwhile.
+        replacement = await asyncio.to_thread(workers(**me).start)
+        ready_at = time.time()
+        await sending
+        print(f"replacement ready {ready_at - killed_at:.1f} s after the kill")
+        assert "seeking back" not in replacement.log_path.read_text(errors="replace")
+
+    event_loop_run(scenario())
+    check_outcomes_after_restart(settings, data, accounts, event_loop_run, timeout_s=120)
+    output = event_loop_run(sink_times(settings))
+    resumed = {p: next(t for t in ts if t > killed_at) - killed_at for p, ts in sorted(output.items())}
+    print("output resumed, per input partition, s after the kill:", {p: round(s, 1) for p, s in resumed.items()})
+    assert len(resumed) == settings.topic_partitions
+    assert min(resumed.values()) < PAUSE_LIMIT_S, "the output did not resume within seconds"
+    # Each partition once the replacement is up (its start-up alone took 2-4 s on the shared
+    # 2-core machine): nothing waits for the group.
+    assert max(resumed.values()) - (ready_at - killed_at) < PAUSE_LIMIT_S, resumed
+
+
+def test_a_rolling_restart_of_one_of_two_workers_moves_no_other_partition(
+        workers: Any, settings: Any, accounts: int, event_loop_run: Any) -> None:
+    """SIGTERM one of two workers under load and start it again at once: with instance ids there
+    is no LeaveGroup and no rebalance, so the other worker keeps its partitions untouched (their
+    output never pauses), and the restarted one takes its own back as soon as it is up (they
+    wait for it while it is down: that is what static membership means)."""
+    data = samples(30_000, bad_ratio=0.03, accounts=1000, seed=47)
+    steady = workers(APP_KAFKA_GROUP_INSTANCE_ID="worker-a").start()
+    moving = workers(APP_KAFKA_GROUP_INSTANCE_ID="worker-b").start()
+    times = {"sigterm": 0.0, "ready": 0.0, "end": 0.0}
+    mark = 0
+    theirs: set[int] = set()
+
+    async def scenario() -> None:
+        nonlocal mark, theirs
+        sending = asyncio.ensure_future(produce(settings, data, pace=(200, 0.2)))
+        await wait_until(lambda: _at_least(settings, 3000), 60, "the stream to flow through both")
+        await asyncio.sleep(2)    # the group settled after the second worker's join
+        theirs = await asyncio.to_thread(partitions_of, steady, moving)
+        assert theirs and len(theirs) < settings.topic_partitions, theirs
+        mark = steady.log_path.stat().st_size
+        times["sigterm"] = time.time()
+        # In threads: the input keeps flowing meanwhile.
+        assert await asyncio.to_thread(moving.stop) == 0
+        stopped_s = time.time() - times["sigterm"]
+        await asyncio.to_thread(moving.start)
+        times["ready"] = time.time()
+        print(f"stopped in {stopped_s:.1f} s, ready again {times['ready'] - times['sigterm']:.1f} s after "
+              "the SIGTERM")
+        await asyncio.sleep(PAUSE_LIMIT_S + 3)
+        times["end"] = time.time()
+        assert not sending.done(), "the input ran out during the restart: nothing to measure"
+        await sending
+
+    event_loop_run(scenario())
+    check_outcomes_after_restart(settings, data, accounts, event_loop_run, timeout_s=120)
+    assert rebalance_lines(steady, mark) == [], "the other worker's partitions were dealt again"
+    output = event_loop_run(sink_times(settings))
+    longest = pauses(output, times["sigterm"], times["end"])
+    print("longest pause per input partition:", {p: round(s, 1) for p, s in sorted(longest.items())},
+          "restarted worker's:", sorted(theirs))
+    assert max(s for p, s in longest.items() if p not in theirs) < PAUSE_LIMIT_S, longest
+    everything = {-1: sorted(t for ts in output.values() for t in ts)}
+    assert pauses(everything, times["sigterm"], times["end"])[-1] < PAUSE_LIMIT_S, "the group's output paused"
+    for p in theirs:
+        back = next(t for t in output[p] if t > times["sigterm"]) - times["ready"]
+        print(f"partition {p}: output {back:+.1f} s after the restarted worker was ready")
+        assert back < PAUSE_LIMIT_S
+
+
+def partitions_of(asked: Worker, owner: Worker) -> set[int]:
+    """The input partitions `owner` processes, as the group's assignment (faust's /router/,
+    where the accounts cache is partitioned like the input) is known to `asked`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{asked.env['APP_WEB_PORT']}/router/", timeout=10) as answer:
+        routes = json.loads(answer.read())
+    port = f":{owner.env['APP_WEB_PORT']}"
+    return {p for url, topics in routes.items() if url.rstrip("/").endswith(port)
+            for name, partitions in topics.items() if name.endswith("accounts-cache-changelog")
+            for p in partitions}
+
+
+async def _at_least(settings: Any, n: int) -> bool:
+    return await output_count(settings) >= n
