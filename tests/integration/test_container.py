@@ -57,7 +57,7 @@ def image() -> Iterator[Image]:
 def compose_env(overrides: dict[str, str]) -> dict[str, str]:
     """The worker environment of docker-compose.yml, `${VAR:-default}` resolved as compose
     does (from the environment, else the default), then `overrides`."""
-    env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]["environment"]
+    env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker-1"]["environment"]
 
     def resolve(value: Any) -> str:
         return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m.group(1), m.group(2) or ""),
