@@ -90,7 +90,17 @@ async def process(agent: str, events: Sequence[EventT], handle: Handle, isolate:
               message.partition, message.offset, permanent.reason.value, SINGLE_ATTEMPTS, _describe(error),
               exc_info=error if not isinstance(error, PermanentError) else None)
     metrics.event_isolated(agent, permanent.reason.value)
-    await _until_no_outage(agent, lambda: isolate(event, permanent))
+    try:
+        await _until_no_outage(agent, lambda: isolate(event, permanent))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last resort must not stop the partition
+        # Even its dead letter failed (not an outage): say everything once, count it, go on.
+        # The record stays at its offset of its topic; retrying forever would stall the partition.
+        log.critical("%s: the dead letter of %s/%s@%s (%s) could not be written: %s; the record "
+                     "stays only at that offset of its topic", agent, message.topic, message.partition,
+                     message.offset, permanent.reason.value, _describe(exc), exc_info=exc)
+        metrics.event_isolated(agent, "isolation_failed")
 
 
 async def _attempt(agent: str, events: Sequence[EventT], handle: Handle) -> Optional[BaseException]:

@@ -25,6 +25,7 @@ Headers = list[tuple[str, bytes]]
 Send = Callable[[str, Optional[bytes], Optional[bytes], Headers], Awaitable[Awaitable[Any]]]
 # Room left in a request for the record batch's own header (61 bytes) and the request's.
 REQUEST_OVERHEAD = 512
+MAX_LETTER_KEY = 1024        # a larger original key is not the letter's key (it is in the payload store)
 _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 
 
@@ -91,28 +92,36 @@ class Outputs:
         headers = source_headers(message)
         key = message.key
         if record_size(key, body, headers) > self.max_bytes:
-            letter, body, key = await self._slim(message, letter)
+            letter = await self._keep_apart(message, letter)
+            body, key = letter.dumps(), (key if key is not None and len(key) <= MAX_LETTER_KEY else None)
         logging.getLogger(f"agents.{agent.replace('-', '_')}" if agent else __name__).warning(
             "dead letter %s/%s@%s: %s (%s)", message.topic, message.partition, message.offset,
-                    error.reason.value, error.message[:300],
-                    extra={**event_fields(message.topic, message.partition, message.offset,
-                                          event_id_of(message.value) if not letter.stored_apart else None),
-                           "reason": error.reason.value, "stage": error.stage.value})
+            error.reason.value, error.message[:300],
+            extra={**event_fields(message.topic, message.partition, message.offset,
+                                  event_id_of(message.value) if letter.value_b64 is not None else None),
+                   "reason": error.reason.value, "stage": error.stage.value})
         return await self._queue(self.dead_letter_topic, key, body, headers)
 
-    async def _slim(self, message: Any, letter: DeadLetter) -> tuple[DeadLetter, bytes, Optional[bytes]]:
-        if self.payloads is None:
-            raise RuntimeError("a dead letter too large for its topic and no payload store to keep it")
+    async def _keep_apart(self, message: Any, letter: DeadLetter) -> DeadLetter:
+        """The letter without the original bytes, which go to the payload store (replay reads
+        them back). If the store refuses them (not an outage), the letter still goes, saying
+        that the bytes stay only at the source offset: a letter is never not sent."""
         key, value = message.key, message.value
         digest = hashlib.sha256(value or b"").hexdigest()
-        payloads = self.payloads
-        await retry_transient(lambda: payloads.store_dead_letter_payload(
-            message.topic, message.partition, message.offset, key, value, digest),
-            what="CQL server (dead-letter payloads)")
-        slim = DeadLetter(**{**letter.asdict(), "key_b64": None, "value_b64": None, "stored_apart": True,
-                             "value_size": len(value or b""), "value_sha256": digest})
-        small_key = key if key is not None and len(key) <= 1024 else None
-        return slim, slim.dumps(), small_key
+        changes: dict[str, Any] = {"key_b64": None, "value_b64": None, "value_size": len(value or b""),
+                                   "value_sha256": digest}
+        try:
+            if self.payloads is None:
+                raise RuntimeError("no payload store configured")
+            payloads = self.payloads
+            await retry_transient(lambda: payloads.store_dead_letter_payload(
+                message.topic, message.partition, message.offset, key, value, digest),
+                what="CQL server (dead-letter payloads)")
+            changes["stored_apart"] = True
+        except Exception as exc:  # noqa: BLE001 - an outage never gets here: retry_transient waits it out
+            changes["error"] = (f"{letter.error} (original bytes not kept: {type(exc).__name__}: "
+                                f"{str(exc)[:200]}; they stay at the source offset)")
+        return DeadLetter(**{**letter.asdict(), **changes})
 
     async def _queue(self, topic: str, key: Optional[bytes], value: bytes, headers: Headers) -> Awaitable[Any]:
         try:

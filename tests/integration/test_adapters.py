@@ -6,6 +6,7 @@ from typing import Any
 
 from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
+from domain.errors import PermanentError, Reason
 
 
 def test_cql_reads_every_page_and_bounds_concurrency(settings: Any) -> None:
@@ -42,3 +43,24 @@ def test_postgres_migrations_are_idempotent_and_get_accounts_is_one_query(settin
     assert set(found) == {"acc-000001", "acc-000009"} and queries == 1
     assert found["acc-000009"]["status"] == "active" and found["acc-000001"]["segment"] in (
         "retail", "private", "business")
+
+
+def test_data_either_side_of_postgres_refuses_is_the_events_fault_not_an_outage(settings: Any) -> None:
+    """A NUL refused by the server, a lone surrogate or a value of the wrong type refused by
+    asyncpg before sending (both as its DataError, SQLSTATE class 22): each must be a
+    PermanentError, or the batch would wait for an "outage" forever."""
+    async def scenario() -> list[tuple[type, Any]]:
+        pg = Postgres(settings)
+        try:
+            await pg.migrate()
+            found = []
+            for bad in ("acc-00\x000001", "acc-\ud800", 5):
+                try:
+                    await pg.get_accounts([bad])  # type: ignore[list-item]
+                except Exception as exc:  # noqa: BLE001 - the type is what is checked
+                    found.append((type(exc), getattr(exc, "reason", None)))
+            return found
+        finally:
+            await pg.close()
+
+    assert asyncio.run(scenario()) == [(PermanentError, Reason.REJECTED_BY_DATABASE)] * 3

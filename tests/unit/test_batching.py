@@ -40,13 +40,8 @@ class Handle:
 
 
 @pytest.fixture(autouse=True)
-def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = asyncio.sleep
-
-    async def fast(_: float) -> None:
-        await real(0)
-    monkeypatch.setattr("app.batching.asyncio.sleep", fast)
-    monkeypatch.setattr("app.retry.asyncio.sleep", fast)
+def _fast(no_backoff: None) -> None:
+    """No real backoff in these tests."""
 
 
 def run(handle: Handle, events: list[Any]) -> list[tuple[int, PermanentError]]:
@@ -165,3 +160,22 @@ def test_an_agent_whose_loop_raises_is_marked_dead() -> None:
         asyncio.run(batching.run(app, "clicks", Broken(), handle, handle, size=1, within=0.1,  # type: ignore[arg-type]
                                  progress=progress))
     assert "clicks" in progress.dead and "stream broke" in progress.dead["clicks"]
+
+
+def test_an_event_whose_dead_letter_also_fails_is_counted_and_the_batch_goes_on() -> None:
+    from app import metrics
+
+    handle = Handle({1: ValueError("bad")})
+    done: list[int] = []
+
+    async def broken_isolate(e: Any, err: PermanentError) -> None:
+        raise RuntimeError("the dead-letter topic refused it too")
+
+    async def scenario() -> None:
+        await batching.process("dlq-test", [event(n) for n in range(4)], handle, broken_isolate)
+        done.extend(handle.done)
+
+    before = metrics.isolated[("dlq-test", "isolation_failed")]
+    asyncio.run(scenario())
+    assert done == [0, 2, 3], "the batch completed without the event at fault"
+    assert metrics.isolated[("dlq-test", "isolation_failed")] == before + 1

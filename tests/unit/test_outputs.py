@@ -115,3 +115,18 @@ def test_postgres_errors_are_classified(exc: asyncpg.PostgresError, kind: type) 
     assert isinstance(classified, kind)
     if isinstance(classified, PermanentError):
         assert (classified.stage, classified.reason) == (Stage.ENRICH, Reason.REJECTED_BY_DATABASE)
+
+
+def test_an_oversized_letter_whose_bytes_the_store_refuses_goes_without_them() -> None:
+    class Refusing(Payloads):
+        async def store_dead_letter_payload(self, *args: Any) -> None:
+            raise PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE, "value too large")
+
+    broker = Broker()
+    value = b"x" * 900_000
+    asyncio.run(outputs(broker, Refusing()).dead_letter(message(value), error()))
+    [(_, key, body, _)] = broker.sent
+    letter = orjson.loads(body)
+    assert key == b"acc-1" and letter["value_b64"] is None and not letter["stored_apart"]
+    assert letter["value_sha256"] == hashlib.sha256(value).hexdigest() and letter["value_size"] == len(value)
+    assert "original bytes not kept" in letter["error"]

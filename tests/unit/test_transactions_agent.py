@@ -77,13 +77,8 @@ def deps(accounts: Accounts, cache: Optional[dict[str, Any]] = None) -> tuple[tr
 
 
 @pytest.fixture(autouse=True)
-def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = asyncio.sleep
-
-    async def fast(_: float) -> None:
-        await real(0)
-    monkeypatch.setattr("app.retry.asyncio.sleep", fast)
-    monkeypatch.setattr("app.batching.asyncio.sleep", fast)
+def _fast(no_backoff: None) -> None:
+    """No real backoff in these tests."""
 
 
 def test_a_batch_enriches_forwards_and_dead_letters_with_one_query_for_its_misses() -> None:
