@@ -55,7 +55,6 @@ class Collaborators:
     outputs: Outputs
     settings: Settings
     sink_topic: Callable[[str], str]     # category -> topic name
-    cache_writable: Callable[[], Awaitable[None]] = lambda: _nothing()   # waits until the cache takes writes
 
 
 @app.agent(transactions_in, name=AGENT)
@@ -64,20 +63,18 @@ async def process_transactions(stream: StreamT) -> None:
     sends are done, so a crash, an outage or a shutdown mid-batch replays it (at-least-once;
     the history and the sinks are keyed so that a replay is harmless)."""
     await resources.ready()
+    await retry_transient(changelog_known, what="Kafka (cache changelog metadata)")
     deps = Collaborators(accounts_cache, resources.postgres, resources.cql, resources.transactions_avro,
-                         resources.outputs, settings, settings.sink_topic, changelog_known)
+                         resources.outputs, settings, settings.sink_topic)
     await batching.run(app, AGENT, stream, partial(process_batch, deps=deps), partial(dead_letter, deps=deps),
                        size=settings.batch_size, within=settings.batch_wait_s, progress=resources.progress)
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def changelog_known() -> None:
     """A table write hashes its key with the producer's metadata of the changelog topic, and
     right after a start that metadata can be missing (a TypeError deep in aiokafka, not the
-    event's fault): wait for it, as for an outage when it does not come."""
+    event's fault): wait for it once, before the first batch (aiokafka keeps a topic it was
+    asked about in its metadata), as for an outage when it does not come."""
     try:
         await cast(Any, app.producer)._ensure_producer().partitions_for(accounts_cache.changelog_topic.get_topic_name())
     except KafkaError as exc:
@@ -172,7 +169,6 @@ async def refresh_cache(deps: Collaborators, account_ids: set[str],
     if not missing:
         return
     found = await retry_transient(lambda: deps.accounts.get_accounts(missing), what="PostgreSQL (accounts)")
-    await retry_transient(deps.cache_writable, what="Kafka (cache changelog metadata)")
     for account_id in missing:
         deps.cache[account_id] = cache_entry(found.get(account_id), now)
 

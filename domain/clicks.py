@@ -14,7 +14,6 @@ from domain.errors import PermanentError, Reason, Stage
 from domain.parsing import DEFAULT_TIME_RULES, TimeRules, check_plausible, from_epoch_millis, text
 
 MAX_URL = 2048
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
