@@ -9,7 +9,7 @@ import faust
 from mode.utils.objects import cached_property
 
 from app import preflight
-from app.faust_fixes import FlowControl, PartitionAssignor, Transport
+from app.faust_repairs.consumer import FlowControl, PartitionAssignor, Transport
 from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
 from app.settings import load_or_exit
@@ -18,7 +18,7 @@ settings = load_or_exit()
 
 
 class App(faust.App):
-    # faust-streaming's faults that lose or strand records, repaired: app/faust_fixes.py
+    # faust-streaming's faults that lose or strand records, repaired: app/faust_repairs/consumer.py
     offset_gaps = settings.kafka_offset_gaps
 
     def _new_transport(self) -> Any:
@@ -47,7 +47,7 @@ app = App(
     broker_credentials=broker_credentials(settings),
     store=settings.store,
     datadir=settings.data_dir or str(Path("var") / settings.id),   # created at start, never at import
-    autodiscover=["agents", "app.commands", "app.views"],
+    autodiscover=["agents", "app.commands", "app.web.views"],
     origin="app",
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replicas,
@@ -71,6 +71,6 @@ app = App(
     # Static membership when set (faust hands it to aiokafka's consumer, which then sends no
     # LeaveGroup on stop): a restarted worker rejoins as itself and gets its partitions back.
     consumer_group_instance_id=settings.kafka_group_instance_id or None,
-    PartitionAssignor=PartitionAssignor,     # a static member back at another URL (app/faust_fixes.py)
+    PartitionAssignor=PartitionAssignor,     # a static member back at another URL (app/faust_repairs/consumer.py)
     broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
 )

@@ -13,7 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 from mode import Service
 
-from app import health, metrics
+from app import metrics
+from app.web import health
 from app.kafka_security import aiokafka_auth
 from app.kafka_tools import bootstrap
 from app.main import app, settings

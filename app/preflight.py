@@ -17,7 +17,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 EX_CONFIG = 78
 
-# app/faust_fixes.py, app/stalls.py and app/stores.py override private methods of these exact
+# app/faust_repairs/ and app/stalls.py override private methods of these exact
 # releases (the consumer's commit bookkeeping, the fetcher's seek, mode's flow control, the
 # RocksDB store's writes). Another release can
 # rename or change them without notice; the repairs would then break silently or do harm, so
@@ -52,10 +52,10 @@ def check_versions(settings: Settings, installed: Callable[[str], str] = _instal
                       for name, version in wrong.items())
     if settings.allow_untested_versions:
         log.warning("untested library versions: %s; running anyway because APP_ALLOW_UNTESTED_VERSIONS "
-                    "is set: the repairs of app/faust_fixes.py, app/stalls.py and app/stores.py may not hold", found)
+                    "is set: the repairs of app/faust_repairs/ and app/stalls.py may not hold", found)
         return
-    raise PreflightError(f"untested library versions: {found}; app/faust_fixes.py, app/stalls.py and "
-                         "app/stores.py override their private methods. Install the versions of "
+    raise PreflightError(f"untested library versions: {found}; app/faust_repairs/ and app/stalls.py "
+                         "override their private methods. Install the versions of "
                          "requirements.lock, or set APP_ALLOW_UNTESTED_VERSIONS=true to run anyway")
 
 

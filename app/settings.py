@@ -162,13 +162,13 @@ class Settings:
     kafka_offset_gaps: bool = setting(False, _bool, "Input topics may have offsets without a record "
                                       "(transactional producers upstream, compacted topics): the commit "
                                       "point may then pass them. Off: it never passes an unprocessed offset "
-                                      "(app/faust_fixes.py).")
+                                      "(app/faust_repairs/consumer.py).")
     stall_check_s: float = setting(60.0, _float, "A stream partition whose commit point has not moved for this "
                                    "long although records past it were read is rewound to it (app/stalls.py); "
                                    "0 turns the watchdog off.")
     allow_untested_versions: bool = setting(False, _bool, "Start even when faust-streaming, mode-streaming or "
-                                            "aiokafka is not the version the repairs (app/faust_fixes.py, "
-                                            "app/stalls.py, app/stores.py) were written for, with a warning; "
+                                            "aiokafka is not the version the repairs (app/faust_repairs/, "
+                                            "app/stalls.py) were written for, with a warning; "
                                             "off: refuse to start, naming them.")
     kafka_max_message_bytes: int = setting(1048588, _positive_int, "Largest record the brokers accept "
                                            "(their message.max.bytes, or the topics' max.message.bytes if "

@@ -2,7 +2,7 @@
 
 A partition has a hole when records read past its commit point never reached the agent (or
 their ack was lost): the committed offset stays there for good while later records are
-processed, and the lag never shrinks until a restart. app/faust_fixes.py repairs the
+processed, and the lag never shrinks until a restart. app/faust_repairs/consumer.py repairs the
 faust-streaming faults found to cause it and makes sure the commit point can never pass such
 a record; this is the net for whatever is left (bench/backlog_start.py --kill 3 needed it in
 3 of 10 starts before the repairs, in none of 8 after).
@@ -117,6 +117,6 @@ async def check(app: Any, stall_s: float) -> list[Any]:
                     pos.read, pos.first_acked, pos.oldest_pending, target)
         metrics.stall_recoveries.labels(tp.topic).inc()
         # On the consumer's own thread and event loop (as faust's recovery seeks), and with the
-        # records fetched before it held back (app/faust_fixes.py).
+        # records fetched before it held back (app/faust_repairs/consumer.py).
         await consumer.rewind(tp, target)
     return stalled

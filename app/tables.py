@@ -9,7 +9,7 @@ from faust.types import StoreT
 from yarl import URL
 
 from app.main import app
-from app.stores import repaired
+from app.faust_repairs.rocksdb import repaired
 
 
 class RawKeyTable(faust.Table):
@@ -28,7 +28,7 @@ class RawKeyTable(faust.Table):
         self.key_serializer = "raw"
 
     def _new_store_by_url(self, url: Union[str, URL]) -> StoreT:
-        # faust's own, with its RocksDB store swapped for the repaired one (app/stores.py)
+        # faust's own, with its RocksDB store swapped for the repaired one (app/faust_repairs/rocksdb.py)
         return repaired(stores.by_url(url))(
             url, self.app, self, table_name=self.name, key_type=self.key_type,
             key_serializer=self.key_serializer, value_serializer=self.value_serializer,

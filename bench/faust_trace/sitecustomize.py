@@ -7,7 +7,7 @@ worker logs a WARNING line starting with FTRACE for: a record read below faust's
 (dropped by the drain loop), a batch that getmany did not hand over whole, a gap counted as
 processed, each perform_seek, each rebalance start/end, and offset jumps as the reader
 (`read-jump`) and as an agent (`agent-jump`) see them. A record read in order that reaches
-an agent after a jump was lost in between (how app/faust_fixes.py's fault 0 was found).
+an agent after a jump was lost in between (how app/faust_repairs/consumer.py's fault 0 was found).
 It forces faust's pure-Python stream iterator, so it is slower; never use it in production.
 """
 from __future__ import annotations

@@ -147,7 +147,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_history(
 
 def test_a_worker_killed_on_a_backlog_and_replaced_loses_nothing_and_strands_no_partition(
         workers: Any, settings: Any, accounts: int, event_loop_run: Any) -> None:
-    """A start on a backlog is where faust-streaming lost or stranded records (app/faust_fixes.py):
+    """A start on a backlog is where faust-streaming lost or stranded records (app/faust_repairs/consumer.py):
     the worker is SIGKILLed 3 s after it is ready, and another one starts at once and recovers
     with records already waiting (as bench/backlog_start.py --kill 3, which lost records in 2 of
     10 starts without the repairs; this test failed 1 of 2 runs without them)."""

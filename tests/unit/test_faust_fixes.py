@@ -1,4 +1,4 @@
-"""The repairs to faust (app/faust_fixes.py), each next to faust's own behaviour.
+"""The repairs to faust (app/faust_repairs/consumer.py), each next to faust's own behaviour.
 
 The consumer is built without a broker (`__new__` plus the bookkeeping faust keeps); faust's
 parent methods that would talk to Kafka are replaced by stand-ins that record the calls.
@@ -16,7 +16,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from app.faust_fixes import Consumer, FlowControl
+from app.faust_repairs.consumer import Consumer, FlowControl
 
 RAW0, RAW1 = TP("transactions.raw", 0), TP("transactions.raw", 1)
 CHANGELOG = TP("app-accounts-cache-changelog", 0)
@@ -239,7 +239,7 @@ def test_an_assignment_made_for_an_earlier_url_is_taken_and_the_group_told() -> 
     for its previous life: faust's assertion stopped aiokafka's coordination (never ready)."""
     from faust.assignor import PartitionAssignor as FaustPartitionAssignor
 
-    from app.faust_fixes import PartitionAssignor
+    from app.faust_repairs.consumer import PartitionAssignor
 
     rejoins: list[str] = []
     with pytest.raises(AssertionError):
@@ -251,7 +251,7 @@ def test_an_assignment_made_for_an_earlier_url_is_taken_and_the_group_told() -> 
 
 
 def test_an_assignment_for_the_workers_own_url_needs_no_rejoin() -> None:
-    from app.faust_fixes import PartitionAssignor
+    from app.faust_repairs.consumer import PartitionAssignor
 
     rejoins: list[str] = []
     ours = assignor(PartitionAssignor, "http://w:6066", rejoins)

@@ -63,7 +63,7 @@ def test_a_data_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> Non
 
 
 def test_importing_the_app_creates_nothing(tmp_path: Path) -> None:
-    code = "import app.main, app.resources, app.views, app.topics"
+    code = "import app.main, app.resources, app.web.views, app.topics"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
                                "APP_DATA_DIR": str(tmp_path / "data")}, timeout=60)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.status_page import render
+from app.web.status_page import render
 
 
 def stats(**overrides: Any) -> dict[str, Any]:

@@ -25,11 +25,11 @@ def test_the_cache_partition_of_an_account_is_the_partition_of_its_events() -> N
 
 def test_the_rocksdb_cache_is_written_from_a_batch_in_the_partition_recovery_uses(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """faust's RocksDB store asserted a current event on every write (app/stores.py)."""
+    """faust's RocksDB store asserted a current event on every write (app/faust_repairs/rocksdb.py)."""
     from faust.streams import current_event
     from faust.stores.rocksdb import Store
 
-    from app.stores import RocksDBStore, repaired
+    from app.faust_repairs.rocksdb import RocksDBStore, repaired
 
     assert repaired(Store) is RocksDBStore
     monkeypatch.setattr(RocksDBStore, "path", property(lambda self: tmp_path))   # not the app's tabledir

@@ -20,7 +20,8 @@ from cassandra.util import Date as CqlDate
 from faust import web
 from prometheus_client.exposition import choose_encoder
 
-from app import health, metrics, observability, replay, status_page
+from app import metrics, observability, replay
+from app.web import health, status_page
 from app.main import app, settings
 from app.resources import cql
 from app.tables import accounts_cache
