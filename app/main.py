@@ -8,7 +8,7 @@ from typing import Any
 import faust
 from mode.utils.objects import cached_property
 
-from app import preflight
+from app import membership, preflight
 from app.faust_repairs.consumer import FlowControl, PartitionAssignor, Transport
 from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
@@ -34,6 +34,7 @@ class App(faust.App):
         preflight.run_or_exit(settings, Path(self.conf.datadir))
         await super().on_first_start()
         apply_level(settings)      # the worker CLI's `-l` set up logging just before this
+        membership.install(settings.kafka_group_instance_id, settings.kafka_fenced_health_s)
         # Before faust's producer and consumer connect: refused credentials or an untrusted
         # certificate end the process with one line instead of a traceback.
         await check_broker_access(settings)

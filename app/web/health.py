@@ -5,7 +5,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from app import metrics, retry
+from app import membership, metrics, retry
 from app.batching import summary
 from app.main import app, settings
 from app.memo import Memo
@@ -36,6 +36,8 @@ def alive() -> tuple[bool, str]:
         return False, "agent died: " + "; ".join(f"{agent}: {why}" for agent, why in sorted(progress.dead.items()))
     if app.should_stop:
         return False, "stopping"
+    if membership.fencing is not None:
+        return membership.fencing.liveness()
     return True, "ok"
 
 
@@ -50,6 +52,11 @@ def _partitions() -> tuple[bool, str]:
         return False, "no partitions assigned yet"
     changelogs = [tp for tp in assigned if tp.topic.endswith("-changelog")]
     return True, f"{len(assigned)} partitions ({len(changelogs)} of table changelogs)"
+
+
+def _membership() -> dict[str, tuple[bool, str]]:
+    """With a group instance id: not shared with another worker (app/membership.py)."""
+    return {} if membership.fencing is None else {"group_membership": membership.fencing.readiness()}
 
 
 def _recovery() -> tuple[bool, str]:
@@ -86,8 +93,8 @@ async def _check() -> Readiness:
         _reachable(lambda: cql.execute("SELECT release_version FROM system.local")),
         _reachable(registry.ping),
     )
-    results = {"partitions_assigned": _partitions(), "tables_recovered": _recovery(), "batches": _batches(),
-               "postgres": servers[0], "cql": servers[1], "schema_registry": servers[2]}
+    results = {"partitions_assigned": _partitions(), **_membership(), "tables_recovered": _recovery(),
+               "batches": _batches(), "postgres": servers[0], "cql": servers[1], "schema_registry": servers[2]}
     readiness = Readiness({name: {"ok": ok, "detail": detail} for name, (ok, detail) in results.items()})
     metrics.ready.set(1 if readiness.ready else 0)
     for name, check in readiness.checks.items():
