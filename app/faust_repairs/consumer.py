@@ -136,20 +136,12 @@ class Consumer(driver.Consumer):
 
         committed: dict[Any, Optional[int]] = await thread.call_thread(lookup)
         first, read = self._handed_in_generation(), self._read_offset
-        # No commit yet (1): where such a partition would be sought to, its beginning.
-        uncommitted = [atp for atp, offset in committed.items()
-                       if not offset and TP(atp.topic, atp.partition) in first
-                       and self.app.topics.acks_enabled_for(atp.topic)]
-        beginnings: Mapping[Any, int] = (await thread.call_thread(consumer.beginning_offsets, uncommitted)
-                                         if uncommitted else {})
         kept, sought = {}, {}
         for atp, offset in committed.items():
             tp = TP(atp.topic, atp.partition)
-            start, last, head = first.get(tp), read.get(tp), offset or beginnings.get(atp)
-            if head is not None and start is not None and last is not None and start <= head <= last + 1:
-                kept[tp] = head
-                if not offset:
-                    self._starts[tp] = head
+            start, last = first.get(tp), read.get(tp)
+            if offset and start is not None and last is not None and start <= offset <= last + 1:
+                kept[tp] = offset
             else:
                 sought[atp] = offset
         if kept:

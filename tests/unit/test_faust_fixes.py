@@ -269,11 +269,7 @@ class FakeThread:
     def __init__(self, committed: dict[TP, int | None]) -> None:
         self.committed_offsets, self.seeks = committed, []
         self.consumer = SimpleNamespace(assignment=lambda: set(committed), committed=self.committed,
-                                        beginning_offsets=self.beginning_offsets,
                                         _fetcher=SimpleNamespace(seek_to=lambda tp, o: self.seeks.append((tp, o))))
-
-    async def beginning_offsets(self, tps: list[TP]) -> dict[TP, int]:
-        return {tp: 0 for tp in tps}
 
     async def committed(self, tp: TP) -> int | None:
         return self.committed_offsets[tp]
@@ -365,13 +361,3 @@ def test_with_offset_gaps_and_for_changelogs_nothing_is_held_back(monkeypatch: p
     c._thread = FakeThread({RAW0: 100, CHANGELOG: 50})
     asyncio.run(c.perform_seek())
     assert set(c._rewinds) == {RAW0}
-
-
-def test_a_partition_without_a_commit_delivered_from_its_beginning_is_not_sought_back(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    c = bare_consumer()
-    c.app.rebalancing = True
-    c._thread = thread = FakeThread({RAW0: None})
-    handed_during_recovery(c, [(RAW0, o) for o in range(0, 1000)], monkeypatch)
-    asyncio.run(c.perform_seek())
-    assert thread.seeks == [] and c._read_offset[RAW0] == 999 and c._starts == {RAW0: 0}
