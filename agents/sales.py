@@ -11,7 +11,7 @@ from typing import Awaitable, Callable, List, Sequence
 from faust import StreamT
 from faust.types import EventT
 
-from app import batching, resources
+from app import batching
 from app.batching import stage
 from app.main import app, settings
 from app.retry import retry_transient
@@ -41,11 +41,11 @@ async def process_sales_orders(stream: StreamT) -> None:
     A batch the database refuses is split by app/batching.py down to the refused order.
     """
     await dead_letters.maybe_declare()
-    await resources.ready()
-    handle = partial(handle_batch, save=resources.postgres.save_order_totals, send=send_dead_letters,
+    await app.resources.ready()
+    handle = partial(handle_batch, save=app.resources.postgres.save_order_totals, send=send_dead_letters,
                      rules=settings.time_rules)
     await batching.run(app, AGENT, stream, handle, isolate, size=settings.sales_batch_size,
-                       within=settings.sales_batch_wait_s, progress=resources.progress)
+                       within=settings.sales_batch_wait_s, progress=app.resources.progress)
 
 
 def parse(event: EventT, rules: TimeRules, now: datetime) -> SalesOrder | PermanentError:
@@ -83,7 +83,7 @@ async def handle_batch(events: Sequence[EventT], *, save: SaveTotals, send: Send
 
 async def send_dead_letters(rejected: Rejected) -> None:
     """Dead letters on the broker (the futures awaited), before the batch is acked."""
-    outputs = resources.outputs
+    outputs = app.resources.outputs
     await outputs.delivered([await outputs.dead_letter(event.message, err, agent=AGENT)
                              for event, err in rejected])
 

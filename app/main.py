@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import faust
+from faust.types import TopicT
+from mode import ServiceT
 from mode.utils.objects import cached_property
 
 from app import preflight
+from app.observability import Observability
+from app.resources import Resources
+from app.stalls import Watchdog
+from app.web.health import Health
 from app.faust_repairs.consumer import FlowControl, PartitionAssignor, Transport
 from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
@@ -18,8 +24,18 @@ settings = load_or_exit()
 
 
 class App(faust.App):
+    """faust's App, repaired (app/faust_repairs/), owning the app's own Services as attributes:
+    `resources` (adapters, outputs, batch progress, migrations), `observability` (lag, rates,
+    /stats), `watchdog` (stuck partitions) and `health` (/health, /ready). In a worker they are
+    started in that order around faust's own services (resources first, watchdog last) and
+    stopped in reverse; a command uses `async with app.resources`."""
+
     # faust-streaming's faults that lose or strand records, repaired: app/faust_repairs/consumer.py
     offset_gaps = settings.kafka_offset_gaps
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.raw_topics: list[TopicT] = []
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
@@ -27,6 +43,37 @@ class App(faust.App):
     @cached_property
     def flow_control(self) -> FlowControl:
         return FlowControl(loop=self.loop)
+
+    @cached_property
+    def resources(self) -> Resources:
+        return Resources(self, settings, beacon=self.beacon)
+
+    @cached_property
+    def health(self) -> Health:
+        return Health(self, settings, self.resources)
+
+    @cached_property
+    def observability(self) -> Observability:
+        return Observability(self, settings, self.health, self.resources.progress, beacon=self.beacon)
+
+    @cached_property
+    def watchdog(self) -> Watchdog:
+        return Watchdog(self, settings.stall_check_s, beacon=self.beacon)
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        faust_own = list(super().on_init_dependencies())
+        if self.producer_only or self.client_only:       # commands: they open what they use
+            return faust_own
+        return [self.resources, self.observability, *faust_own, self.watchdog]
+
+    def raw_topic(self, *names: str) -> TopicT:
+        """A topic of the app, declared (with its partition count) at start when missing.
+        Values stay bytes: decoding is the pipeline's first stage, so that bad bytes can be
+        dead-lettered exactly as they arrived instead of crashing the deserializer."""
+        topic = self.topic(*names, key_type=bytes, value_type=bytes, value_serializer="raw",
+                           key_serializer="raw", partitions=settings.topic_partitions, internal=True)
+        self.raw_topics.append(topic)
+        return topic
 
     async def on_first_start(self) -> None:
         # Versions, package files, data directory: one line and exit 78 when one is wrong,
@@ -37,8 +84,11 @@ class App(faust.App):
         # Before faust's producer and consumer connect: refused credentials or an untrusted
         # certificate end the process with one line instead of a traceback.
         await check_broker_access(settings)
-        from app.topics import declare_all   # app.topics imports this module
-        await declare_all()
+        # Every topic of the app (app/topics.py, imported by the agents), before the consumer
+        # subscribes: a topic created after the subscription may go unseen until the next
+        # metadata refresh.
+        for topic in self.raw_topics:
+            await topic.maybe_declare()
 
 
 app = App(

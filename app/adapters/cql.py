@@ -15,16 +15,18 @@ from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPoli
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from app import assets, metrics
+from app.adapters import Adapter
 from app.adapters.rows import DEAD_LETTERS, HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, DeadLetterRow, HistoryRow
 from app.settings import Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
+
 
 log = logging.getLogger(__name__)
 _TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable,
               ConnectionError, OSError)
 
 
-class Cql:
+class Cql(Adapter):
     """One driver session per worker. Connects lazily in a thread (the driver's connect is
     blocking), never blocks the event loop afterwards: statements run with execute_async
     and complete through call_soon_threadsafe; a semaphore bounds what is in flight."""

@@ -9,8 +9,10 @@ from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 import asyncpg
 
 from app import assets, metrics
+from app.adapters import Adapter
 from app.settings import Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +48,7 @@ def classify(exc: asyncpg.PostgresError, stage: Stage) -> Exception:
     return exc
 
 
-class Postgres:
+class Postgres(Adapter):
     """Connects lazily (the server may be down when the worker starts) and maps outages
     to TransientError, so callers retry instead of dead-lettering."""
 

@@ -8,8 +8,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from app.adapters import Adapter
 from app.settings import Settings
 from domain.errors import TransientError
+
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -27,7 +29,7 @@ class IncompatibleSchema(RegistryError):
     pass
 
 
-class SchemaRegistry:
+class SchemaRegistry(Adapter):
     """One aiohttp session per worker, opened on first use and closed with the worker.
 
     A schema id names immutable content, so `schemas()` asks for each id once per process
