@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import faust
 from faust.types import TopicT
 from mode import ServiceT
 from mode.utils.objects import cached_property
 
-from app import preflight
+from app import membership, preflight
 from app.observability import Observability
 from app.resources import Resources
 from app.stalls import Watchdog
@@ -36,6 +36,7 @@ class App(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.raw_topics: list[TopicT] = []
+        self.fencing: Optional[membership.Fencing] = None   # a shared instance id, when one is set
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
@@ -81,6 +82,8 @@ class App(faust.App):
         preflight.run_or_exit(settings, Path(self.conf.datadir))
         await super().on_first_start()
         apply_level(settings)      # the worker CLI's `-l` set up logging just before this
+        if self.fencing is None:
+            self.fencing = membership.install(settings.kafka_group_instance_id, settings.kafka_fenced_health_s)
         # Before faust's producer and consumer connect: refused credentials or an untrusted
         # certificate end the process with one line instead of a traceback.
         await check_broker_access(settings)

@@ -159,6 +159,9 @@ class Settings:
                                            "causes no rebalance (nor does a crash: its partitions wait for it "
                                            "or for the session timeout). Empty: dynamic membership, every "
                                            "start and stop rebalances the group.")
+    kafka_fenced_health_s: float = setting(300.0, _float, "A worker whose group instance id another worker "
+                                           "uses (the broker keeps dropping it from the group) fails /ready at "
+                                           "once and /health after this long (app/membership.py).")
     kafka_offset_gaps: bool = setting(False, _bool, "Input topics may have offsets without a record "
                                       "(transactional producers upstream, compacted topics): the commit "
                                       "point may then pass them. Off: it never passes an unprocessed offset "

@@ -42,6 +42,24 @@ every partition back to its commit point afterwards; three more faults break tha
    rejoin is requested, so the group learns the new URL (the table routing of the others
    uses it) in one ordinary rebalance.
 
+5. *The seek to the committed offsets reads them twice.* At the end of a recovery faust resumes
+   the stream partitions and then awaits `perform_seek` (a round trip to the coordinator per
+   partition, in aiokafka's thread) while the fetcher runs. aiokafka positions a fresh
+   assignment at its commit point by itself, so the fetches in between hand the records from
+   the commit point on to the streams; the seek then puts aiokafka back at the commit point and
+   faust's read offset with it, and they are read and processed again (issue 13: often
+   exactly `broker_max_poll_records`, 1,000, per warm start; seen in the log as `perform_seek:
+   ... already delivered`). With a partition kept through a rebalance, aiokafka's position is
+   past the commit point (the old generation's records were dropped), and a batch fetched before
+   the seek but handed over after it moves the read offset ahead again: the refetched records
+   below it are dropped, a hole for the watchdog. Repair: the committed offsets are looked up
+   without seeking; a partition whose records from its commit point on were already handed
+   over in this generation, without a gap, is not sought (nothing is read twice); the others
+   are, and without offset gaps (3) their records fetched before the seek are held back until
+   the record at the commit point arrives (as after a watchdog rewind). An earlier attempt
+   (faust_fixes (5), reverted in 4fec64b) kept the partitions paused until the seek was done
+   instead; it left the straddling batch alone.
+
 What is left can only hold a commit point back, never move it past a record: the watchdog
 then rewinds the partition with `Consumer.rewind`, which also holds back the records of that
 partition fetched before the rewind (all past the commit point, since the consumer had read
@@ -104,6 +122,69 @@ class Consumer(driver.Consumer):
                                  for tp, start in zip(fresh, starts, strict=True) if start is not None})
         return committed
 
+    # (5)
+    def _on_new_generation(self) -> None:
+        self._first_handed: dict[TP, int] = {}
+        self._generation = getattr(self.app, "consumer_generation_id", None)
+
+    async def perform_seek(self) -> None:
+        thread: Any = self._thread
+        consumer = thread._ensure_consumer()
+
+        async def lookup() -> dict[Any, Optional[int]]:
+            return {tp: await consumer.committed(tp) for tp in consumer.assignment()}
+
+        committed: dict[Any, Optional[int]] = await thread.call_thread(lookup)
+        first, read = self._handed_in_generation(), self._read_offset
+        # No commit yet (1): where such a partition would be sought to, its beginning.
+        uncommitted = [atp for atp, offset in committed.items()
+                       if not offset and TP(atp.topic, atp.partition) in first
+                       and self.app.topics.acks_enabled_for(atp.topic)]
+        beginnings: Mapping[Any, int] = (await thread.call_thread(consumer.beginning_offsets, uncommitted)
+                                         if uncommitted else {})
+        kept, sought = {}, {}
+        for atp, offset in committed.items():
+            tp = TP(atp.topic, atp.partition)
+            start, last, head = first.get(tp), read.get(tp), offset or beginnings.get(atp)
+            if head is not None and start is not None and last is not None and start <= head <= last + 1:
+                kept[tp] = head
+                if not offset:
+                    self._starts[tp] = head
+            else:
+                sought[atp] = offset
+        if kept:
+            log.info("perform_seek: %d partitions already delivered from their commit point on in this "
+                     "generation, not sought again: %s", len(kept),
+                     {f"{tp.topic}[{tp.partition}]": (offset, read.get(tp)) for tp, offset in kept.items()})
+
+        def seek() -> None:
+            for atp, offset in sought.items():
+                if offset and offset > 0:
+                    consumer._fetcher.seek_to(atp, offset)
+
+        await thread.call_thread(seek)
+        fresh = [atp for atp, offset in sought.items()
+                 if not offset and self.app.topics.acks_enabled_for(atp.topic)]            # (1)
+        if fresh:
+            await thread.seek_to_beginning(*fresh)
+            starts = await asyncio.gather(*(self.position(atp) for atp in fresh))
+            self._starts.update({TP(tp.topic, tp.partition): start
+                                 for tp, start in zip(fresh, starts, strict=True) if start is not None})
+        until = time.monotonic() + REWIND_FILTER_S
+        for atp, offset in sought.items():
+            tp = TP(atp.topic, atp.partition)
+            read[tp] = offset if offset is not None and offset >= 0 else None
+            if (offset and not self._gaps_allowed and not self._is_changelog_tp(tp)
+                    and self.app.topics.acks_enabled_for(tp.topic)):
+                self._rewinds[tp] = (offset, until)     # hold back what was fetched before the seek
+        self._committed_offset.update({TP(atp.topic, atp.partition): offset or None
+                                       for atp, offset in committed.items() if offset is not None})
+
+    def _handed_in_generation(self) -> dict[TP, int]:
+        if getattr(self, "_generation", None) != getattr(self.app, "consumer_generation_id", None):
+            self._on_new_generation()
+        return self._first_handed
+
     # (2)
     def _new_offset(self, tp: TP) -> Optional[int]:
         acked = self._acked[tp]
@@ -121,12 +202,18 @@ class Consumer(driver.Consumer):
 
     def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
         records = super().getmany(timeout)
-        # No extra layer per record unless a rewind is pending (the usual case: none).
-        return self._held_back(records) if self._rewinds else records
+        # No extra layer per record unless a rewind is pending or a rebalance under way (the
+        # usual case: neither).
+        return self._held_back(records) if self._rewinds or self.app.rebalancing else records
 
     async def _held_back(self, records: AsyncIterator[Tuple[TP, Message]]) -> AsyncIterator[Tuple[TP, Message]]:
         rewinds = self._rewinds
+        first = self._handed_in_generation() if self.app.rebalancing else None
         async for tp, message in records:
+            if first is not None and tp not in first:
+                last = self._read_offset.get(tp)
+                if last is None or message.offset >= last:   # what _drain_messages will deliver
+                    first[tp] = message.offset       # (5)
             if tp in rewinds:
                 target, until = rewinds[tp]
                 if message.offset == target or time.monotonic() > until:

@@ -46,7 +46,14 @@ class Health:
             return False, "agent died: " + "; ".join(f"{agent}: {why}" for agent, why in sorted(progress.dead.items()))
         if app.should_stop:
             return False, "stopping"
+        if app.fencing is not None:
+            return app.fencing.liveness()
         return True, "ok"
+
+    def _membership(self) -> dict[str, tuple[bool, str]]:
+        """With a group instance id: not shared with another worker (app/membership.py)."""
+        fencing = self.app.fencing
+        return {} if fencing is None else {"group_membership": fencing.readiness()}
 
     def _partitions(self) -> tuple[bool, str]:
         app = self.app
@@ -85,7 +92,8 @@ class Health:
             _reachable(lambda: resources.cql.execute("SELECT release_version FROM system.local")),
             _reachable(resources.registry.ping),
         )
-        results = {"partitions_assigned": self._partitions(), "tables_recovered": self._recovery(),
+        results = {"partitions_assigned": self._partitions(), **self._membership(),
+                   "tables_recovered": self._recovery(),
                    "batches": self._batches(),
                    "postgres": servers[0], "cql": servers[1], "schema_registry": servers[2]}
         readiness = Readiness({name: {"ok": ok, "detail": detail} for name, (ok, detail) in results.items()})

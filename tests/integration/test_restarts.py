@@ -7,6 +7,7 @@ import collections
 import itertools
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.integration.support import Worker, free_port, wait_until
 from tests.integration.test_transactions_pipeline import check_outcomes_after_restart
 
 PAUSE_LIMIT_S = 5.0
+FENCED_LINE = "is in use by another worker"
 # The group's own lines in a worker's log (aiokafka's coordinator and faust's assignor):
 # one of them after a worker's first assignment means its partitions were dealt again.
 REBALANCE_LINES = ("Revoking previously assigned partitions", "Joined group", "Elected group leader")
@@ -69,6 +71,7 @@ def test_a_killed_worker_restarted_at_once_as_itself_resumes_within_seconds(
         await sending
         print(f"replacement ready {ready_at - killed_at:.1f} s after the kill")
         assert "seeking back" not in replacement.log_path.read_text(errors="replace")
+        assert FENCED_LINE not in replacement.log_path.read_text(errors="replace"), "its own id taken for a twin's"
 
     event_loop_run(scenario())
     check_outcomes_after_restart(settings, data, accounts, event_loop_run, timeout_s=120)
@@ -145,3 +148,38 @@ def partitions_of(asked: Worker, owner: Worker) -> set[int]:
 
 async def _at_least(settings: Any, n: int) -> bool:
     return await output_count(settings) >= n
+
+
+
+def http_status(worker: Worker, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.env['APP_WEB_PORT']}{path}", timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def test_two_workers_given_one_instance_id_say_so_and_fail_ready_then_health(
+        workers: Any, settings: Any, accounts: int, event_loop_run: Any) -> None:
+    """A group instance id given to two workers: the broker drops one member whenever the other
+    joins (aiokafka: UnknownMemberId), again and again. Each worker says so in one error line,
+    fails /ready, and /health once it has lasted APP_KAFKA_FENCED_HEALTH_S."""
+    same = {"APP_KAFKA_GROUP_INSTANCE_ID": "worker-twin", "APP_KAFKA_FENCED_HEALTH_S": "20"}
+    first = workers(**same).start()
+    assert http_status(first, "/health")[0] == 200
+    second = workers(**same).start()
+    twins = (first, second)
+
+    def fenced() -> list[Worker]:
+        return [w for w in twins if FENCED_LINE in w.log_path.read_text(errors="replace")]
+
+    event_loop_run(wait_until(lambda: len(fenced()) == 2, 120, "both workers saying that their id is in use"))
+    for w in twins:
+        lines = [line for line in w.log_path.read_text(errors="replace").splitlines() if FENCED_LINE in line]
+        assert len(lines) == 1 and "[ERROR]" in lines[0] and "worker-twin" in lines[0], lines
+        status, body = http_status(w, "/ready")
+        assert status == 503 and not body["checks"]["group_membership"]["ok"], body
+        assert "in use by another worker" in body["checks"]["group_membership"]["detail"]
+    event_loop_run(wait_until(lambda: all(http_status(w, "/health")[0] == 503 for w in twins), 60,
+                              "/health failing on both"))
+    print({w.log_path.name: http_status(w, "/health")[1] for w in twins})

@@ -29,7 +29,9 @@ def bare_consumer(offset_gaps: bool = False) -> Consumer:
     c._acked_index = defaultdict(set)
     c._gap = defaultdict(IntervalTree)
     c._committed_offset = defaultdict(lambda: None)
-    c.app = SimpleNamespace(offset_gaps=offset_gaps,
+    c._read_offset = defaultdict(lambda: None)
+    c.app = SimpleNamespace(offset_gaps=offset_gaps, rebalancing=False, consumer_generation_id=1,
+                            tables=SimpleNamespace(changelog_topics={CHANGELOG.topic}),
                             topics=SimpleNamespace(acks_enabled_for=lambda topic: "changelog" not in topic))
     return c
 
@@ -257,3 +259,119 @@ def test_an_assignment_for_the_workers_own_url_needs_no_rejoin() -> None:
     ours = assignor(PartitionAssignor, "http://w:6066", rejoins)
     ours.on_assignment(assignment_for("http://w:6066"))
     assert ours.assigned_actives() == {RAW0, RAW1} and rejoins == []
+
+
+# (5) the seek to the committed offsets at the end of a recovery ----------------------------
+
+class FakeThread:
+    """aiokafka's side of the consumer thread: committed offsets, and the seeks made."""
+
+    def __init__(self, committed: dict[TP, int | None]) -> None:
+        self.committed_offsets, self.seeks = committed, []
+        self.consumer = SimpleNamespace(assignment=lambda: set(committed), committed=self.committed,
+                                        beginning_offsets=self.beginning_offsets,
+                                        _fetcher=SimpleNamespace(seek_to=lambda tp, o: self.seeks.append((tp, o))))
+
+    async def beginning_offsets(self, tps: list[TP]) -> dict[TP, int]:
+        return {tp: 0 for tp in tps}
+
+    async def committed(self, tp: TP) -> int | None:
+        return self.committed_offsets[tp]
+
+    def _ensure_consumer(self) -> Any:
+        return self.consumer
+
+    async def call_thread(self, fn: Any, *args: Any) -> Any:
+        result = fn(*args)
+        return await result if asyncio.iscoroutine(result) else result
+
+
+def handed_during_recovery(c: Consumer, records: list[tuple[TP, int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetcher hands `records` over while the rebalance is under way (_drain_messages sets
+    the read offset of each it delivers)."""
+    async def parent_getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
+        for tp, offset in records:
+            yield tp, SimpleNamespace(offset=offset)
+
+    monkeypatch.setattr(driver.Consumer, "getmany", parent_getmany)
+
+    async def drain() -> None:
+        async for tp, message in c.getmany(1.0):
+            if c._read_offset[tp] is None or message.offset >= c._read_offset[tp]:
+                c._read_offset[tp] = message.offset
+
+    asyncio.run(drain())
+
+
+def test_a_partition_delivered_from_its_commit_point_on_is_not_sought_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer()
+    c.app.rebalancing = True
+    c._thread = thread = FakeThread({RAW0: 100, RAW1: 7})
+    # A fresh assignment: aiokafka starts at the commit point by itself; 1,000 records of RAW0
+    # are handed over while faust awaits the seek (RAW1 has none yet).
+    handed_during_recovery(c, [(RAW0, o) for o in range(100, 1100)], monkeypatch)
+    asyncio.run(c.perform_seek())
+    assert c._read_offset[RAW0] == 1099, "read again from 100: the 1,000 records twice"
+    assert (RAW0, 100) not in thread.seeks and thread.seeks == [(RAW1, 7)]
+    assert c._read_offset[RAW1] == 7 and c._committed_offset == {RAW0: 100, RAW1: 7}
+
+
+def test_faust_own_seek_reads_the_delivered_records_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault itself: faust's perform_seek puts the read offset back at the commit point,
+    so _drain_messages delivers 100.. again when aiokafka refetches them."""
+    c = bare_consumer()
+    c._read_offset[RAW0] = 1099
+
+    async def seek_to_committed(self: Any) -> dict[TP, int]:
+        return {RAW0: 100}
+
+    monkeypatch.setattr(Consumer, "seek_to_committed", seek_to_committed)
+    asyncio.run(driver.Consumer.perform_seek(c))
+    assert c._read_offset[RAW0] == 100
+
+
+def test_a_kept_partition_is_sought_back_and_its_prefetched_records_held_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer()
+    c.app.rebalancing = True
+    c._read_offset[RAW0] = 539            # the old generation's last delivered record
+    c._thread = thread = FakeThread({RAW0: 100})
+    # aiokafka's position is past the commit point (the old generation's records were dropped):
+    # the new generation starts at 540, not 100.
+    handed_during_recovery(c, [(RAW0, 540), (RAW0, 541)], monkeypatch)
+    asyncio.run(c.perform_seek())
+    assert thread.seeks == [(RAW0, 100)] and c._read_offset[RAW0] == 100
+    # A batch fetched before the seek still holds 542..; then the records from 100 arrive.
+    c._read_offset[RAW0] = 100
+    handed_during_recovery(c, [(RAW0, 542), (RAW0, 543), (RAW0, 100), (RAW0, 101)], monkeypatch)
+    assert c._read_offset[RAW0] == 101, "542 moved the read offset ahead: 100..541 dropped, a hole"
+
+
+def test_records_the_drain_loop_drops_do_not_count_as_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer()
+    c.app.rebalancing = True
+    c._read_offset[RAW0] = 300            # stale: records below it are dropped by _drain_messages
+    c._thread = thread = FakeThread({RAW0: 100})
+    handed_during_recovery(c, [(RAW0, 100), (RAW0, 101)], monkeypatch)
+    asyncio.run(c.perform_seek())
+    assert thread.seeks == [(RAW0, 100)] and c._read_offset[RAW0] == 100
+
+
+def test_with_offset_gaps_and_for_changelogs_nothing_is_held_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer(offset_gaps=True)
+    c._thread = FakeThread({RAW0: 100, CHANGELOG: 50})
+    asyncio.run(c.perform_seek())
+    assert c._rewinds == {}
+    c = bare_consumer()
+    c._thread = FakeThread({RAW0: 100, CHANGELOG: 50})
+    asyncio.run(c.perform_seek())
+    assert set(c._rewinds) == {RAW0}
+
+
+def test_a_partition_without_a_commit_delivered_from_its_beginning_is_not_sought_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer()
+    c.app.rebalancing = True
+    c._thread = thread = FakeThread({RAW0: None})
+    handed_during_recovery(c, [(RAW0, o) for o in range(0, 1000)], monkeypatch)
+    asyncio.run(c.perform_seek())
+    assert thread.seeks == [] and c._read_offset[RAW0] == 999 and c._starts == {RAW0: 0}
