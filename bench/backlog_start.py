@@ -41,7 +41,7 @@ from app.settings import Settings
 from app.kafka_tools import delete_topics
 from bench.pipeline import (ROOT, Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
                             rewind_group, stack_env)
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from models.transaction import CATEGORIES
 
 

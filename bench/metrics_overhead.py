@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.kafka_tools import message_counts  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from domain.samples import samples  # noqa: E402
+from app.commands.samples.transactions import samples  # noqa: E402
 from tests.integration.pipeline import output_topics, produce  # noqa: E402
 from tests.integration.support import free_port  # noqa: E402
 

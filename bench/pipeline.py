@@ -6,7 +6,7 @@ on the real local stack, in one run (issue 7).
     .venv/bin/python -m bench.pipeline --events 20000 --baseline-events 2000   # quicker
 
 One run: a fresh PostgreSQL database (1,000 demo accounts, pg_stat_statements), CQL keyspace
-and topic prefix. N sample events (domain.samples, all good, 1,000 accounts) are produced ONCE
+and topic prefix. N sample events (app.commands.samples.transactions, all good, 1,000 accounts) are produced ONCE
 into an 8-partition input topic; every contender then consumes that same topic from the
 beginning with its own consumer group and its own output topics:
 
@@ -475,7 +475,7 @@ class Bench:
         # The Quix contender writes its history to a keyspace of its own, so that each
         # contender's rows are counted apart.
         self.quix_settings = Settings.load({**self.env, "APP_CQL_KEYSPACE": f"b{self.run}q"})
-        self.inputs: dict[tuple[int, int], Any] = {}       # (partition, offset) -> domain.samples.Sample
+        self.inputs: dict[tuple[int, int], Any] = {}       # (partition, offset) -> samples.transactions.Sample
         self.reference: dict[tuple[int, int], Any] = {}    # txpipe's sink records, decoded
 
     # setup / teardown
@@ -538,7 +538,7 @@ class Bench:
 
     # phases
     async def produce_input(self) -> None:
-        from domain.samples import samples
+        from app.commands.samples.transactions import samples
         t0 = time.monotonic()
         data = samples(self.args.events, bad_ratio=self.args.bad_ratio, accounts=1000, seed=11)
         self.sizes = statistics.mean(len(s.value) for s in data)
@@ -788,7 +788,7 @@ class Bench:
         return ws
 
     async def latency(self, ws: list[Worker], rate: float) -> None:
-        from domain.samples import samples
+        from app.commands.samples.transactions import samples
         count = min(self.args.events, max(1000, int(rate * self.args.latency_s)))
         data = samples(count, bad_ratio=0, accounts=1000, seed=12)
         since = await end_offsets(self.brokers, self.sinks)
@@ -816,7 +816,7 @@ class Bench:
 
     async def profile(self, ws: list[Worker]) -> None:
         """py-spy on the worker at full load: events produced unpaced into the second input."""
-        from domain.samples import samples
+        from app.commands.samples.transactions import samples
         data = samples(min(self.args.events, 30_000), bad_ratio=0, accounts=1000, seed=14)
         since = await end_offsets(self.brokers, self.sinks)
         await produce(self.brokers, self.lat, [(s.key, s.value) for s in data])
@@ -830,7 +830,7 @@ class Bench:
         say(f"profiled the worker for {self.args.profile_s}s at full load ({len(data):,} events)")
 
     async def sales(self) -> None:
-        from domain.sales_samples import order_samples
+        from app.commands.samples.sales import order_samples
         orders = order_samples(self.args.orders, bad_ratio=0, seed=13)
         expected = len({o.order_number for o in orders})
         conn = await asyncpg.connect(self.settings.postgres_dsn)
@@ -944,7 +944,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "its 1-worker cold and warm passes, extras the rest (latency, profile, sales, 2 workers, "
                         "the other loop, Avro: they need txpipe)")
     p.add_argument("--bad-ratio", type=float, default=0.0,
-                   help="share of bad events in the input (domain.samples), to exercise the dead letters")
+                   help="share of bad events in the input (app.commands.samples), to exercise the dead letters")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})")
     p.add_argument("--quix-commit-interval", type=float, default=1.0,
                    help="the Quix contender's commit_interval, in s (default 1; Quix's own default is 5)")

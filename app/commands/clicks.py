@@ -13,7 +13,7 @@ from app.kafka_security import check_broker_access
 from app.main import app, settings
 from app.resources import clicks_avro, registry
 from app.topics import clicks_in
-from domain.clicks import bad_avro, sample_clicks
+from app.commands.samples.clicks import bad_avro, sample_clicks
 from domain.errors import TransientError
 
 

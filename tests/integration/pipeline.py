@@ -12,7 +12,7 @@ from cassandra.cluster import Cluster
 
 from app.kafka_tools import bootstrap, message_counts, read_all
 from domain.errors import Reason
-from domain.samples import Sample
+from app.commands.samples.transactions import Sample
 from models.transaction import CATEGORIES
 
 

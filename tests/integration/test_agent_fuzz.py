@@ -28,7 +28,7 @@ from app.kafka_tools import bootstrap, create_topics
 from app.outputs import Headers, Outputs
 from domain.errors import PermanentError
 from domain.sales import parse_order
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from domain.transactions import FIELD_MAP, decode
 from models.avro_schemas import RAW_TRANSACTION
 from models.transaction import CATEGORIES

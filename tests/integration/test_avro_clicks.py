@@ -15,7 +15,7 @@ import pytest
 from app.adapters.registry import IncompatibleSchema, SchemaNotRegistered, SchemaRegistry
 from app.avro import AvroCodec, subject_for
 from domain.avro import frame
-from domain.clicks import sample_clicks
+from app.commands.samples.clicks import sample_clicks
 from domain.errors import Reason
 from models.avro_schemas import RAW_TRANSACTION, RAW_TRANSACTION_FIELDS, USER_CLICK
 from tests.integration.clicks import (
@@ -191,7 +191,7 @@ def test_avro_transactions_codec_against_the_registry(settings: Any, event_loop_
     validate like JSON. A fresh codec (empty cache) fetches the schema once by id."""
     import random
 
-    from domain.samples import raw_event
+    from app.commands.samples.transactions import raw_event
     from domain.transactions import decode, to_transaction
 
     topic = settings.topic(settings.input_topics[0])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from app.adapters.cql import Cql
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from tests.integration.pipeline import output_count, produce
 from tests.integration.support import FAUST, ROOT, wait_until
 

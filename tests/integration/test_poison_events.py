@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaProducer
 from app.adapters.registry import SchemaRegistry
 from app.avro import AvroCodec
 from app.kafka_tools import bootstrap, read_all
-from domain.clicks import sample_clicks
-from domain.samples import samples
+from app.commands.samples.clicks import sample_clicks
+from app.commands.samples.transactions import samples
 from domain.transactions import decode
 from models.avro_schemas import USER_CLICK
 from tests.integration.clicks import history as click_history

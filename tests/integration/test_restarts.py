@@ -11,7 +11,7 @@ import urllib.request
 from typing import Any
 
 from app.kafka_tools import read_all
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from models.transaction import CATEGORIES
 from tests.integration.pipeline import output_count, produce
 from tests.integration.support import Worker, free_port, wait_until

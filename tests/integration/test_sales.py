@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.kafka_tools import bootstrap, create_topics, read_all
-from domain.sales_samples import OrderSample, expected_table, order_samples
+from app.commands.samples.sales import OrderSample, expected_table, order_samples
 from tests.integration.support import FAUST, ROOT, wait_until
 
 GRACE_S = 15          # an orchestrator's grace period between SIGTERM and SIGKILL

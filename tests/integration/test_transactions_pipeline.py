@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from app.kafka_tools import create_topics
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from tests.integration.pipeline import (account_queries, dead_letter_topic, expected_reason,
                                         forwarded, history_counts, original_value, output_count,
                                         produce, seed_accounts, stored_dead_letters)
