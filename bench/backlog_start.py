@@ -38,7 +38,8 @@ import asyncpg
 from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
 from app.settings import Settings
-from app.kafka_tools import delete_topics
+from devtools.kafka import delete_topics
+from devtools.stores import drop_keyspace
 from bench.pipeline import (ROOT, Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
                             rewind_group, stack_env)
 from app.commands.samples.transactions import samples
@@ -149,7 +150,7 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
             worker.stop()
         if doomed is not None:
             doomed.kill()
-        await cql.drop_keyspace()
+        drop_keyspace(settings)
         await cql.close()
         await pg.close()
         conn = await asyncpg.connect(admin + "/postgres")

@@ -58,7 +58,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -76,8 +75,10 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from app import kafka_tools  # noqa: E402
-from app.kafka_tools import bootstrap, delete_topics  # noqa: E402
+from app.kafka_tools import bootstrap  # noqa: E402
+from devtools import kafka, processes, stores  # noqa: E402
+from devtools.kafka import delete_topics  # noqa: E402
+from devtools.processes import free_port, stack_env  # noqa: E402,F401 - the other benchmarks import them from here
 from app.adapters.postgres import Postgres  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from models.transaction import CATEGORIES  # noqa: E402
@@ -85,7 +86,6 @@ from models.transaction import CATEGORIES  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 PARTITIONS = 8
-FAUST = str(ROOT / ".venv" / "bin" / "faust")
 QUIX_PYTHON = ROOT / "bench" / "quix" / ".venv" / "bin" / "python"      # `make bench-quix`
 CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras")
 PYSPY = str(ROOT / ".venv" / "bin" / "py-spy")
@@ -142,71 +142,28 @@ def self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stack_env() -> dict[str, str]:
-    out = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], capture_output=True, text=True,
-                         check=True).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-class Worker:
-    """A worker process: `faust -A module worker` unless `argv` says otherwise; ready once
-    `ready` appears in its log."""
+class Worker(processes.Worker):
+    """The harness's worker, as the benchmark drives it: `start()` only launches (then
+    `await wait_ready()`), the default loop is asyncio's, and a stop never raises."""
 
     def __init__(self, env: dict[str, str], log: Path, loop: str = "aio", module: str = "app.main",
-                 argv: Optional[list[str]] = None, ready: bytes = b"[^Worker]: Ready") -> None:
-        self.env, self.log, self.loop, self.module = env, log, loop, module
-        self.argv = argv or [FAUST, "-L", loop, "-A", module, "worker", "-l", "info"]
-        self.ready = ready
-        self.proc: Optional[subprocess.Popen[bytes]] = None
+                 argv: Optional[list[str]] = None, ready: bytes = processes.READY) -> None:
+        super().__init__(env, log, loop, module, argv, ready)
 
-    def start(self) -> "Worker":
-        with self.log.open("ab") as out:
-            self.offset = out.tell()
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        return self
+    def start(self, timeout: float = 0) -> "Worker":
+        return self.launch()
 
-    async def wait_ready(self, timeout: float = 120) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while self.ready not in self.log.read_bytes()[self.offset:]:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start; see {self.log}")
-            await asyncio.sleep(0.2)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+    def stop(self, timeout: float = 40) -> int:
         try:
-            self.proc.wait(40)
+            return super().stop(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: no commit, no leave-group, as a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            return -9
 
 
 # --- Kafka helpers --------------------------------------------------------------------------
 
 async def create_topics(brokers: str, names: Iterable[str]) -> None:
-    await kafka_tools.create_topics(brokers, names, PARTITIONS)
+    await kafka.create_topics(brokers, names, PARTITIONS)
 
 
 _OFFSETS: dict[str, AIOKafkaConsumer] = {}
@@ -302,20 +259,7 @@ async def read_since(brokers: str, since: dict[TopicPartition, int],
 async def produce(brokers: str, topic: str, items: Sequence[tuple[bytes, bytes]],
                   rate: Optional[float] = None) -> None:
     """Send (key, value) pairs; `rate`: events/s, paced in steps of 10 ms."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(brokers), acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        start = time.monotonic()
-        for i, (key, value) in enumerate(items):
-            if rate and i % max(1, int(rate / 100)) == 0:
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await kafka.produce(brokers, topic, items, rate=rate, max_batch_size=256 * 1024)
 
 
 async def rewind_group(brokers: str, group: str, topic: str) -> None:
@@ -480,7 +424,6 @@ class Bench:
 
     # setup / teardown
     async def setup(self) -> None:
-        from app.adapters.postgres import Postgres
         conn = await asyncpg.connect(self.admin_dsn)
         try:
             await conn.execute(f'CREATE DATABASE "{self.db}"')
@@ -514,11 +457,8 @@ class Bench:
         except Exception as exc:  # noqa: BLE001
             say(f"drop database: {exc}")
         try:
-            from app.adapters.cql import Cql
             for settings in (self.settings, self.quix_settings):
-                cql = Cql(settings)
-                await cql.drop_keyspace()
-                await cql.close()
+                stores.drop_keyspace(settings)
         except Exception as exc:  # noqa: BLE001
             say(f"drop keyspace: {exc}")
         try:
@@ -530,11 +470,7 @@ class Bench:
         await close_offsets()
 
     async def account_queries(self) -> int:
-        pg = Postgres(self.settings)
-        try:
-            return await pg.enrichment_query_calls()
-        finally:
-            await pg.close()
+        return await stores.enrichment_query_calls(self.settings)
 
     # phases
     async def produce_input(self) -> None:

@@ -44,7 +44,6 @@ class SchemaRegistry:
         self._by_id: dict[int, str] = {}     # 404s are not kept here: the codec remembers them a while
         self._in_flight: dict[int, asyncio.Future[Optional[str]]] = {}
         self._slots = asyncio.Semaphore(concurrency)
-        self.requests = 0                                    # HTTP requests sent, for tests
 
     # --- reading --------------------------------------------------------------------------
 
@@ -151,7 +150,6 @@ class SchemaRegistry:
                                                   headers={"Accept": CONTENT_TYPE})
         try:
             async with self._slots:
-                self.requests += 1
                 headers = {"Content-Type": CONTENT_TYPE} if json is not None else None
                 async with self._session.request(method, self.url + path, json=json, headers=headers) as resp:
                     try:

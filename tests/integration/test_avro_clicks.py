@@ -27,7 +27,8 @@ from tests.integration.clicks import (
     url_counts,
     wait_for_history,
 )
-from tests.integration.support import FAUST, ROOT, wait_until
+from devtools.counting import CountingRegistry
+from devtools.processes import FAUST, ROOT, wait_until
 
 V2 = {**USER_CLICK, "fields": [*USER_CLICK["fields"],
                                {"name": "referrer", "type": ["null", "string"], "default": None}]}
@@ -207,7 +208,7 @@ def test_avro_transactions_codec_against_the_registry(settings: Any, event_loop_
                       for e in events]
         finally:
             await registry.close()
-        registry = SchemaRegistry(settings)
+        registry = CountingRegistry(settings)
         try:
             consumer = AvroCodec(registry, RAW_TRANSACTION)
             await consumer.prefetch(values + [frame(0x7FFFFFF2, b"")])

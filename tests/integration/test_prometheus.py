@@ -18,7 +18,7 @@ import yaml
 
 from app.commands.samples.transactions import samples
 from tests.integration.pipeline import output_count, produce
-from tests.integration.support import ROOT, free_port, wait_until
+from devtools.processes import ROOT, free_port, wait_until
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 
