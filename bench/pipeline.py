@@ -79,7 +79,6 @@ from app.kafka_tools import bootstrap  # noqa: E402
 from devtools import kafka, processes, stores  # noqa: E402
 from devtools.kafka import delete_topics  # noqa: E402
 from devtools.processes import free_port, stack_env  # noqa: E402,F401 - the other benchmarks import them from here
-from app.adapters.postgres import Postgres  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from models.transaction import CATEGORIES  # noqa: E402
 
@@ -424,18 +423,8 @@ class Bench:
 
     # setup / teardown
     async def setup(self) -> None:
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            await conn.execute(f'CREATE DATABASE "{self.db}"')
-        finally:
-            await conn.close()
-        pg = Postgres(self.settings)
-        try:
-            await pg.migrate()
-            await pg.seed_demo_accounts(1000)
-            await pg.run(lambda c: c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        finally:
-            await pg.close()
+        await stores.create_database(self.base["APP_POSTGRES_DSN"], self.db)
+        await stores.seed_accounts(self.settings, 1000, migrate=True, count_queries=True)
         from app.adapters.cql import Cql
         for settings in (self.settings, self.quix_settings):
             cql = Cql(settings)
@@ -449,11 +438,7 @@ class Bench:
         for w in self.workers:
             w.stop()
         try:
-            conn = await asyncpg.connect(self.admin_dsn)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-            finally:
-                await conn.close()
+            await stores.drop_database(self.settings.postgres_dsn)
         except Exception as exc:  # noqa: BLE001
             say(f"drop database: {exc}")
         try:
@@ -899,12 +884,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     # Like the integration tests: hold the stack's test lock shared, so that a disruptive
     # test (exclusive) does not stop a server in the middle of a measurement.
-    import fcntl
-    lock_path = ROOT / ".stack" / "run" / "tests.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        say("waiting for the stack lock (shared; disruptive tests hold it exclusively)")
-        fcntl.flock(handle, fcntl.LOCK_SH)
+    say("waiting for the stack lock (shared; disruptive tests hold it exclusively)")
+    with processes.stack_lock():
         up = subprocess.run([str(ROOT / "scripts" / "stack"), "status"], capture_output=True, text=True)
         if " down " in up.stdout:
             raise SystemExit(f"a server of the stack is down:\n{up.stdout}run: scripts/stack up")

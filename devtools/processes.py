@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -9,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 FAUST = str(Path(sys.executable).with_name("faust"))
@@ -27,6 +29,21 @@ def stack_env() -> dict[str, str]:
     out = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], capture_output=True, text=True,
                          check=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@contextlib.contextmanager
+def stack_lock(exclusive: bool = False) -> Iterator[None]:
+    """The stack's test lock (.stack/run/tests.lock): tests and benchmarks hold it shared, a
+    disruptive test (one that stops servers) exclusively, so that no run on this machine
+    has a server stopped under its feet."""
+    path = ROOT / ".stack" / "run" / "tests.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Worker:

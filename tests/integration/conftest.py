@@ -6,7 +6,6 @@ start, the session fails here, it never skips.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import subprocess
 import uuid
@@ -16,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from devtools.kafka import delete_topics
+from devtools import processes
 from devtools.processes import ROOT, Worker, free_port, stack_env
 from devtools.stores import create_database, drop_database, drop_keyspace, seed_accounts
 
@@ -39,10 +39,7 @@ def stack() -> dict[str, str]:
     """Start (or find running) the whole local stack; its settings as APP_* variables."""
     # Under the shared test lock: a disruptive test of another session may have stopped a
     # server on purpose, and `up` must not restart it under that test's feet.
-    lock_path = ROOT / ".stack" / "run" / "tests.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
+    with processes.stack_lock():
         up = subprocess.run([str(ROOT / "scripts" / "stack"), "up"], capture_output=True, text=True)
     if up.returncode != 0:
         pytest.fail(f"scripts/stack up failed (rc {up.returncode}):\n{up.stdout}\n{up.stderr}",
@@ -63,15 +60,8 @@ def stack_lock(request: pytest.FixtureRequest) -> Iterator[None]:
     if "tests/integration" not in str(request.node.fspath):
         yield
         return
-    lock_path = ROOT / ".stack" / "run" / "tests.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        exclusive = request.node.get_closest_marker("disruptive") is not None
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with processes.stack_lock(exclusive=request.node.get_closest_marker("disruptive") is not None):
+        yield
 
 
 @pytest.fixture
