@@ -30,7 +30,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from app.adapters.cql import Cql
 from app.settings import Settings
 from devtools.kafka import delete_topics
