@@ -19,6 +19,7 @@ from app.faust_repairs.consumer import FlowControl, PartitionAssignor, Transport
 from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
 from app.settings import load_or_exit
+from app.tuning import WORKER_TUNING
 
 settings = load_or_exit()
 
@@ -111,15 +112,8 @@ app = App(
     web_enabled=True,
     web_tables_enabled=settings.web_tables_enabled,   # off unless asked for: they show table data
     logging_config=logging_config(settings),
-    # Batches are the unit of work; let the consumer hand them over whole.
-    broker_max_poll_records=1000,
-    stream_buffer_maxsize=16384,
-    producer_linger=0.005,
+    **WORKER_TUNING,                         # app/tuning.py: batches whole, no wait for unacked events
     producer_max_request_size=settings.kafka_max_request_bytes,
-    consumer_auto_offset_reset="earliest",
-    # Shutdown and rebalance must not wait for unacked events (they may be waiting out a
-    # database outage): whatever was not acked is consumed again, and every sink is idempotent.
-    stream_wait_empty=False,
     broker_session_timeout=settings.kafka_session_timeout_s,
     # Static membership when set (faust hands it to aiokafka's consumer, which then sends no
     # LeaveGroup on stop): a restarted worker rejoins as itself and gets its partitions back.

@@ -19,6 +19,8 @@ import faust
 from faust import StreamT
 from faust.streams import Stream
 
+from app.tuning import WORKER_TUNING
+
 BATCH, WITHIN = 500, float(os.environ.get("BENCH_BATCH_WAIT_S", "0.05"))   # as the pipeline's agent
 
 app = faust.App(
@@ -28,11 +30,7 @@ app = faust.App(
     autodiscover=False,
     web_enabled=False,
     topic_allow_declare=False,
-    broker_max_poll_records=1000,          # as app.main
-    stream_buffer_maxsize=16384,
-    producer_linger=0.005,
-    consumer_auto_offset_reset="earliest",
-    stream_wait_empty=False,
+    **WORKER_TUNING,                       # as app.main
 )
 source = app.topic(os.environ["BENCH_SRC"], key_type=bytes, value_type=bytes,
                    key_serializer="raw", value_serializer="raw")

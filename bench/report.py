@@ -130,7 +130,7 @@ def table(r: dict[str, Any]) -> str:
         return f"; {n} stuck partition(s) rewound by the watchdog (duplicates counted)" if n else ""
 
     bad = r.get("bad_events", 0)
-    content = (f"{bad:,} of them bad (domain.samples' kinds: dead letters)" if bad else "all valid")
+    content = (f"{bad:,} of them bad (app.commands.samples.transactions' kinds: dead letters)" if bad else "all valid")
     out = [f"Run `{r['run']}`: {r['events']:,} events per pass ({r['mean_event_bytes']} B JSON/base64, "
            f"45 fields, {content}, 1,000 accounts of which 20 blocked: enriched with their status, "
            f"not dead-lettered), {r['partitions']} partitions, {r['cpus']} CPUs shared with Kafka, Cassandra "

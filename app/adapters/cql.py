@@ -221,9 +221,6 @@ class Cql(Adapter):
             _driver_log.removeFilter(quiet)
         return int(rows[0].count)
 
-    async def drop_keyspace(self) -> None:
-        await self.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")
-
     async def close(self) -> None:
         if self._cluster is not None:
             cluster, self._cluster, self._session = self._cluster, None, None

@@ -46,7 +46,6 @@ class SchemaRegistry(Adapter):
         self._by_id: dict[int, str] = {}     # 404s are not kept here: the codec remembers them a while
         self._in_flight: dict[int, asyncio.Future[Optional[str]]] = {}
         self._slots = asyncio.Semaphore(concurrency)
-        self.requests = 0                                    # HTTP requests sent, for tests
 
     # --- reading --------------------------------------------------------------------------
 
@@ -153,7 +152,6 @@ class SchemaRegistry(Adapter):
                                                   headers={"Accept": CONTENT_TYPE})
         try:
             async with self._slots:
-                self.requests += 1
                 headers = {"Content-Type": CONTENT_TYPE} if json is not None else None
                 async with self._session.request(method, self.url + path, json=json, headers=headers) as resp:
                     try:

@@ -12,7 +12,7 @@ from app.commands.producing import send_all
 from app.kafka_security import check_broker_access
 from app.main import app, settings
 from app.topics import clicks_in
-from domain.clicks import bad_avro, sample_clicks
+from app.commands.samples.clicks import bad_avro, sample_clicks
 from domain.errors import TransientError
 
 

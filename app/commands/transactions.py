@@ -17,7 +17,7 @@ from app.kafka_tools import message_counts, read_all
 from app.main import app, settings
 from app.topics import dead_letters, sinks, transactions_in
 from domain.errors import TransientError
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from domain.transactions import decode
 from models.avro_schemas import RAW_TRANSACTION_FIELDS
 

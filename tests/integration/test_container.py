@@ -31,7 +31,7 @@ from app.kafka_tools import read_all
 from app.settings import ROOT, Settings
 from tests.integration.image import Image, build
 from tests.integration.pipeline import cql_rows, forwarded, history_counts, output_count
-from tests.integration.support import wait_until
+from devtools.processes import wait_until
 
 SERVERS = ("APP_KAFKA_BROKERS", "APP_POSTGRES_DSN", "APP_CQL_HOSTS", "APP_CQL_PORT", "APP_SCHEMA_REGISTRY_URL")
 ISOLATION = ("APP_ID", "APP_TOPIC_PREFIX", "APP_CQL_KEYSPACE", "APP_WEB_PORT")
