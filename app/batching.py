@@ -125,14 +125,35 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error)[:300]}"
 
 
-async def batches(app: Any, stream: StreamT, size: int, within: float) -> AsyncIterator[Sequence[EventT]]:
-    """`noack_take` batches (acks are the caller's), each handed over once no rebalance is
-    in progress: faust seeks the partitions to their committed offsets at its end, and an
-    ack in between is counted against offsets the seek then replaces."""
-    async for events in cast(Stream, stream).noack_take(size, within=within):
-        while app.rebalancing:
-            await asyncio.sleep(0.05)
-        yield events
+async def batches(app: Any, stream: StreamT, size: int, within: float,
+                  clock: Callable[[], float] = time.monotonic) -> AsyncIterator[Sequence[EventT]]:
+    """Batches that follow the load (acks are the caller's): a batch is handed over as soon as
+    nothing more is queued for the stream, or when it holds `size` events, or `within` seconds
+    after its first event (a bound for a stream that keeps trickling). So an idle stream hands
+    each event over at once (no wait to fill a batch: faust's `noack_take` waits `within`
+    for a batch that never fills), and a backlog goes in full batches.
+
+    The stream's own iterator with its acks off (as `noack_take` does), read event by event;
+    each batch is handed over once no rebalance is in progress: faust seeks the partitions to
+    their committed offsets at its end, and an ack in between is counted against offsets the
+    seek then replaces."""
+    faust_stream = cast(Stream, stream)
+    faust_stream.enable_acks = False
+    queued_nothing = faust_stream.channel.queue.empty
+    batch: list[EventT] = []
+    deadline = 0.0
+    async for _ in faust_stream:
+        event = faust_stream.current_event
+        if event is None:          # faust sets it for every value it yields from a topic
+            raise RuntimeError("the stream yielded a value without its event")
+        batch.append(event)
+        if len(batch) == 1:
+            deadline = clock() + within
+        if len(batch) >= size or queued_nothing() or clock() >= deadline:
+            while app.rebalancing:
+                await asyncio.sleep(0.05)
+            yield batch
+            batch = []
 
 
 async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, *,

@@ -226,11 +226,13 @@ class Settings:
     timestamp_max_ahead_s: float = setting(86400.0, _float, "Event timestamps more than this many seconds "
                                            "ahead of the worker's clock are dead-lettered as "
                                            "implausible_timestamp.")
-    batch_wait_s: float = setting(0.2, _float, "Longest wait to fill a batch, in seconds.")
+    batch_wait_s: float = setting(0.2, _float, "Longest a batch keeps collecting events that keep arriving, in "
+                                  "seconds; a batch goes at once when nothing more is queued.")
     sales_topic: str = setting("sales.orders", _str, "Topic of the sales orders.")
     sales_batch_size: int = setting(100, _positive_int, "Sales orders per batch (one PostgreSQL upsert each).")
-    sales_batch_wait_s: float = setting(0.5, _positive_float, "Longest wait to fill a sales batch before a "
-                                        "partial one is saved, in seconds.")
+    sales_batch_wait_s: float = setting(0.5, _positive_float, "Longest a sales batch keeps collecting "
+                                        "orders that keep arriving, in seconds; it goes at once when "
+                                        "nothing more is queued.")
     web_host: str = setting("127.0.0.1", _str, "Bind address of the web endpoint.")
     web_advertised_host: str = setting("", str, "Host name other workers use to reach this one "
                                        "(table routing); empty: the bind address, or the machine's "

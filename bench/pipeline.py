@@ -87,7 +87,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 PARTITIONS = 8
 FAUST = str(ROOT / ".venv" / "bin" / "faust")
 QUIX_PYTHON = ROOT / "bench" / "quix" / ".venv" / "bin" / "python"      # `make bench-quix`
-CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras")
+CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras", "profile")
 PYSPY = str(ROOT / ".venv" / "bin" / "py-spy")
 
 
@@ -628,9 +628,14 @@ class Bench:
                "BENCH_BATCH_WAIT_S": str(self.settings.batch_wait_s)}
         w = Worker(env, self.tmp / "faust-ceiling.log", self.args.loop, module="bench.faust_ceiling").start()
         self.workers.append(w)
+        spy: Optional[subprocess.Popen[bytes]] = None
         try:
             await w.wait_ready()
             cpu0, stack0, t0 = proc_cpu(w.pid), stack_cpu(), time.monotonic()
+            if "profile" in self.args.only:     # the whole pass, stopped (SIGINT: py-spy writes) at its end
+                spy = subprocess.Popen([PYSPY, "record", "--pid", str(w.pid), "--rate", "97", "--nonblocking",
+                                        "--format", "raw", "-o", str(self.results / "profile-faust.raw.txt")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             while (got := total_since(await end_offsets(self.brokers, [dst]), {})) < self.args.events:
                 if w.proc is not None and w.proc.poll() is not None:
                     raise RuntimeError(f"faust ceiling: the worker exited; see {w.log}")
@@ -640,6 +645,9 @@ class Bench:
             res = {"events": got, "cpu_s": proc_cpu(w.pid) - cpu0, "loop": self.args.loop,
                    **stack_delta(stack0, got)}
         finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=30)
             w.stop()
         records = await read_since(self.brokers, {}, await end_offsets(self.brokers, [dst]))
         rate, span = steady_rate([r.timestamp for r in records])
@@ -942,7 +950,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", default=",".join(CONTENDERS),
                    help=f"comma-separated contenders to run, of {', '.join(CONTENDERS)} (default: all); txpipe is "
                         "its 1-worker cold and warm passes, extras the rest (latency, profile, sales, 2 workers, "
-                        "the other loop, Avro: they need txpipe)")
+                        "the other loop, Avro: they need txpipe), profile a py-spy recording of the faust ceiling's whole pass "
+                        "(bench/results/profile-faust.md)")
     p.add_argument("--bad-ratio", type=float, default=0.0,
                    help="share of bad events in the input (domain.samples), to exercise the dead letters")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})")

@@ -236,9 +236,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def profile_md(prof: dict[str, Any]) -> str:
+def profile_md(prof: dict[str, Any], what: str = "1-worker process at full load (warm cache)") -> str:
     out = [f"py-spy (--nonblocking, 97 Hz), {prof['samples']:,} samples py-spy counted as non-idle, of the "
-           "1-worker process at full load (warm cache). Cython code (scylla-driver, faust's "
+           f"{what}. Cython code (scylla-driver, faust's "
            "speedups) has no frames of its own: its time shows as the self time of its Python caller; "
            "`EpollSelector.select` / `LibevLoop._run_loop` leaf time is partly waiting.",
            "", "Threads: " + ", ".join(f"{t} {s:.0%}" for t, s in prof["threads"]), "",
@@ -257,6 +257,11 @@ def write_all(r: dict[str, Any], results: Path) -> None:
         r["profile"] = prof
         prof_text = profile_md(prof)
         (results / "profile.md").write_text(prof_text + "\n")
+    faust_raw = results / "profile-faust.raw.txt"
+    if faust_raw.exists() and faust_raw.stat().st_size:
+        r["profile_faust"] = profile_summary(faust_raw)
+        (results / "profile-faust.md").write_text(profile_md(
+            r["profile_faust"], "faust ceiling (bench/faust_ceiling.py) over its whole pass") + "\n")
     (results / "pipeline.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
     md = "# Pipeline benchmark (bench/pipeline.py)\n\n" + table(r) + "\n"
     if prof_text:
