@@ -950,8 +950,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", default=",".join(CONTENDERS),
                    help=f"comma-separated contenders to run, of {', '.join(CONTENDERS)} (default: all); txpipe is "
                         "its 1-worker cold and warm passes, extras the rest (latency, profile, sales, 2 workers, "
-                        "the other loop, Avro: they need txpipe), profile a py-spy recording of the faust ceiling's whole pass "
-                        "(bench/results/profile-faust.md)")
+                        "the other loop, Avro: they need txpipe), profile a py-spy recording of the faust "
+                        "ceiling's whole pass (bench/results/profile-faust.md)")
     p.add_argument("--bad-ratio", type=float, default=0.0,
                    help="share of bad events in the input (domain.samples), to exercise the dead letters")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})")
