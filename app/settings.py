@@ -229,7 +229,12 @@ class Settings:
     batch_wait_s: float = setting(0.2, _float, "Longest a batch keeps collecting events that keep arriving, in "
                                   "seconds; a batch goes at once when nothing more is queued.")
     sales_topic: str = setting("sales.orders", _str, "Topic of the sales orders.")
-    sales_batch_size: int = setting(100, _positive_int, "Sales orders per batch (one PostgreSQL upsert each).")
+    sales_batch_size: int = setting(100, _positive_int, "Most sales orders per PostgreSQL upsert.")
+    sales_batch_take: int = setting(800, _positive_int, "Sales orders the agent takes at a time; each "
+                                    "partition's orders go in upserts of at most APP_SALES_BATCH_SIZE.")
+    sales_upserts_in_flight: int = setting(4, _positive_int, "Sales upserts run at once, one per partition "
+                                           "at most (a partition's upserts go in offset order); "
+                                           "keep it within APP_POSTGRES_POOL_SIZE.")
     sales_batch_wait_s: float = setting(0.5, _positive_float, "Longest a sales batch keeps collecting "
                                         "orders that keep arriving, in seconds; it goes at once when "
                                         "nothing more is queued.")
