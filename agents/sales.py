@@ -40,6 +40,7 @@ async def process_sales_orders(stream: StreamT) -> None:
     cancelled. Here a batch that is not committed is never acked, so a crash, a shutdown
     during an outage or a rebalance replays it, and the upsert makes the replay harmless.
     A batch the database refuses is split by app/batching.py down to the refused order.
+    Batches are filled (or time out): a throughput job, its upserts want their 100 rows.
     """
     await dead_letters.maybe_declare()
     await resources.ready()
@@ -47,7 +48,7 @@ async def process_sales_orders(stream: StreamT) -> None:
                      rules=settings.time_rules, rows_per_upsert=settings.sales_batch_size,
                      in_flight=settings.sales_upserts_in_flight)
     await batching.run(app, AGENT, stream, handle, isolate, size=settings.sales_batch_take,
-                       within=settings.sales_batch_wait_s, progress=resources.progress)
+                       within=settings.sales_batch_wait_s, progress=resources.progress, fill=True)
 
 
 def parse(event: EventT, rules: TimeRules, now: datetime) -> SalesOrder | PermanentError:

@@ -235,9 +235,8 @@ class Settings:
     sales_upserts_in_flight: int = setting(4, _positive_int, "Sales upserts run at once, one per partition "
                                            "at most (a partition's upserts go in offset order); "
                                            "keep it within APP_POSTGRES_POOL_SIZE.")
-    sales_batch_wait_s: float = setting(0.5, _positive_float, "Longest a sales batch keeps collecting "
-                                        "orders that keep arriving, in seconds; it goes at once when "
-                                        "nothing more is queued.")
+    sales_batch_wait_s: float = setting(0.5, _positive_float, "Longest wait to fill a sales batch before a "
+                                        "partial one is saved, in seconds.")
     web_host: str = setting("127.0.0.1", _str, "Bind address of the web endpoint.")
     web_advertised_host: str = setting("", str, "Host name other workers use to reach this one "
                                        "(table routing); empty: the bind address, or the machine's "
