@@ -620,19 +620,21 @@ class Bench:
         self.r[name] = res
         say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
-    async def faust_ceiling(self) -> None:
-        dst = self.prefix + "faust.out"
+    async def faust_ceiling(self, take: str = "noack_take") -> None:
+        """`take`: faust's noack_take, or "batches" (app.batching's, as the pipeline's agents take)."""
+        name = "faust_ceiling" if take == "noack_take" else f"faust_ceiling_{take}"
+        dst = self.prefix + name + ".out"
         await create_topics(self.brokers, [dst])
         env = {**os.environ, "BENCH_BROKERS": self.brokers, "BENCH_SRC": self.src, "BENCH_DST": dst,
-               "BENCH_APP_ID": f"{self.app_id}-faust", "BENCH_DATA_DIR": str(self.tmp / "faust-data"),
-               "BENCH_BATCH_WAIT_S": str(self.settings.batch_wait_s)}
-        w = Worker(env, self.tmp / "faust-ceiling.log", self.args.loop, module="bench.faust_ceiling").start()
+               "BENCH_APP_ID": f"{self.app_id}-{name}", "BENCH_DATA_DIR": str(self.tmp / f"{name}-data"),
+               "BENCH_BATCH_WAIT_S": str(self.settings.batch_wait_s), "BENCH_TAKE": take}
+        w = Worker(env, self.tmp / f"{name}.log", self.args.loop, module="bench.faust_ceiling").start()
         self.workers.append(w)
         spy: Optional[subprocess.Popen[bytes]] = None
         try:
             await w.wait_ready()
             cpu0, stack0, t0 = proc_cpu(w.pid), stack_cpu(), time.monotonic()
-            if "profile" in self.args.only:     # the whole pass, stopped (SIGINT: py-spy writes) at its end
+            if "profile" in self.args.only and take == "noack_take":     # the whole pass; SIGINT: py-spy writes
                 spy = subprocess.Popen([PYSPY, "record", "--pid", str(w.pid), "--rate", "97", "--nonblocking",
                                         "--format", "raw", "-o", str(self.results / "profile-faust.raw.txt")],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -652,8 +654,8 @@ class Bench:
         records = await read_since(self.brokers, {}, await end_offsets(self.brokers, [dst]))
         rate, span = steady_rate([r.timestamp for r in records])
         res.update(rate=rate, span_s=span, cpu_us=res["cpu_s"] / res["events"] * 1e6)
-        self.r["faust_ceiling"] = res
-        say(f"faust_ceiling: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
+        self.r[name] = res
+        say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
     async def quix_pass(self, label: str, warm: bool) -> None:
         """bench/quix/worker.py in its own virtualenv: the same input from the beginning, its own
@@ -900,6 +902,7 @@ class Bench:
                                      self.prefix + "base.out")
             if "faust" in a.only:
                 await self.faust_ceiling()
+                await self.faust_ceiling("batches")
             if "txpipe" in a.only:
                 ws = await self.pipeline_pass("cold_1w", 1, rewind=False)
                 self.stop_workers(ws)

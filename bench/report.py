@@ -92,7 +92,10 @@ def rows_of(r: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
                      f"{b['events']:,} events (time-boxed)"))
     if "faust_ceiling" in r:
         rows.append(("faust ceiling (the pipeline's worker machinery forwarding raw bytes, no processing)",
-                     r["faust_ceiling"], "bench/faust_ceiling.py"))
+                     r["faust_ceiling"], "bench/faust_ceiling.py, faust's noack_take"))
+    if "faust_ceiling_batches" in r:
+        rows.append(("faust ceiling, taking batches as the pipeline's agents do (app.batching.batches)",
+                     r["faust_ceiling_batches"], "bench/faust_ceiling.py, BENCH_TAKE=batches"))
     if "cold_1w" in r:
         c = r["cold_1w"]
         rows.append(("Pipeline, 1 worker, cold cache", c,

@@ -202,18 +202,20 @@ class _QueuedStream:
                 item = self.arrivals.pop(0)
                 if item is None:
                     continue
-                self.current_event = item
+                self.current_event = SimpleNamespace(n=item, message=SimpleNamespace(tp=("in", 0), offset=item))
                 yield item
         return gen()
 
 
-def _taken(arrivals: list[Any], size: int, within: float = 60.0, clock: Any = None) -> list[list[Any]]:
+def _taken(arrivals: list[Any], size: int, within: float = 60.0, clock: Any = None,
+           highwater: Any = None) -> list[list[Any]]:
     stream = _QueuedStream(arrivals)
-    app = SimpleNamespace(rebalancing=False)
+    app = SimpleNamespace(rebalancing=False, consumer=SimpleNamespace(highwater=highwater or (lambda tp: None)))
 
     async def scenario() -> list[list[Any]]:
         kwargs = {"clock": clock} if clock is not None else {}
-        return [list(b) async for b in batching.batches(app, stream, size, within, **kwargs)]  # type: ignore[arg-type]
+        return [[e.n for e in b]
+                async for b in batching.batches(app, stream, size, within, **kwargs)]  # type: ignore[arg-type]
     taken = asyncio.run(scenario())
     assert stream.enable_acks is False          # acks are the caller's
     return taken
@@ -230,3 +232,26 @@ def test_a_backlog_goes_in_full_batches() -> None:
 def test_a_stream_that_never_drains_still_hands_a_batch_over_within_its_bound() -> None:
     ticks = iter(range(100))       # one tick per clock read: a batch starts and checks once per event
     assert _taken(list(range(6)), size=100, within=2.5, clock=lambda: float(next(ticks))) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_a_batch_behind_the_broker_end_waits_for_the_rest_within_its_bound() -> None:
+    # the queue runs dry after 1 and after 3, but the broker holds offsets up to 3: the first
+    # pause is a delivery in steps (the batch waits), the second is the end (it goes)
+    stream_arrivals = [0, 1, None, 2, 3, None]
+    stream = _QueuedStream(stream_arrivals)
+    app = SimpleNamespace(rebalancing=False, consumer=SimpleNamespace(highwater=lambda tp: 4))
+    pauses = [0]
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        if delay > 0 and stream.arrivals and stream.arrivals[0] is None:
+            pauses[0] += 1
+            stream.arrivals.pop(0)     # the next delivery arrives while the batch lingers
+        await real_sleep(0)
+
+    async def scenario() -> list[list[Any]]:
+        return [[e.n for e in b] async for b in batching.batches(app, stream, 500, 60.0)]  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batching.asyncio, "sleep", sleep)
+        assert asyncio.run(scenario()) == [[0, 1, 2, 3]]
+    assert pauses[0] == 1
