@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from types import SimpleNamespace
 from typing import Any, cast
 
 import faust
@@ -49,7 +48,7 @@ log = logging.getLogger("bench.faust_ceiling")
 async def forward(stream: StreamT) -> None:
     if TAKE == "batches":
         from app.batching import batches
-        taken = batches(SimpleNamespace(rebalancing=False), stream, BATCH, WITHIN)
+        taken = batches(app, stream, BATCH, WITHIN)
     else:
         taken = cast(Stream, stream).noack_take(BATCH, within=WITHIN)
     count = total = 0
