@@ -58,9 +58,9 @@ class Collaborators:
 
 @app.agent(transactions_in, name=AGENT)
 async def process_transactions(stream: StreamT) -> None:
-    """`noack_take` leaves acking to us: a batch is acked only after its history rows and
-    sends are done, so a crash, an outage or a shutdown mid-batch replays it (at-least-once;
-    the history and the sinks are keyed so that a replay is harmless)."""
+    """`batching.batches` leaves acking to us (as faust's `noack_take`): a batch is acked only
+    after its history rows and sends are done, so a crash, an outage or a shutdown mid-batch
+    replays it (at-least-once; the history and the sinks are keyed so that a replay is harmless)."""
     resources = app.resources
     await resources.ready()
     await retry_transient(accounts_cache.changelog_known, what="Kafka (cache changelog metadata)")

@@ -12,6 +12,7 @@ the pipeline's own work costs (pipeline / this).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any, cast
 
@@ -37,9 +38,22 @@ source = app.topic(os.environ["BENCH_SRC"], key_type=bytes, value_type=bytes,
 DESTINATION = os.environ["BENCH_DST"]
 
 
+TAKE = os.environ.get("BENCH_TAKE", "noack_take")    # or "batches": app.batching's, as the pipeline's agents
+log = logging.getLogger("bench.faust_ceiling")
+
+
 @app.agent(source, name="forward")
 async def forward(stream: StreamT) -> None:
-    async for events in cast(Stream, stream).noack_take(BATCH, within=WITHIN):
+    if TAKE == "batches":
+        from app.batching import batches
+        taken = batches(app, stream, BATCH, WITHIN)
+    else:
+        taken = cast(Stream, stream).noack_take(BATCH, within=WITHIN)
+    count = total = 0
+    async for events in taken:
+        count, total = count + 1, total + len(events)
+        if count % 20 == 0:
+            log.warning("%s: %d batches, %d events, %.1f events per batch", TAKE, count, total, total / count)
         pending: list[Any] = []
         for event in events:
             m = event.message

@@ -6,9 +6,10 @@ on the real local stack, in one run (issue 7).
     .venv/bin/python -m bench.pipeline --events 20000 --baseline-events 2000   # quicker
 
 One run: a fresh PostgreSQL database (1,000 demo accounts, pg_stat_statements), CQL keyspace
-and topic prefix. N sample events (app.commands.samples.transactions, all good, 1,000 accounts) are produced ONCE
-into an 8-partition input topic; every contender then consumes that same topic from the
-beginning with its own consumer group and its own output topics:
+and topic prefix. N sample events (app.commands.samples.transactions, 1,000 accounts of which 20 blocked: their
+events are enriched with the account's status, not dead-lettered; `--bad-ratio` adds bad
+ones) are produced ONCE into an 8-partition input topic; every contender then consumes that
+same topic from the beginning with its own consumer group and its own output topics:
 
   passthrough  raw aiokafka getmany -> send (futures gathered per batch), no processing
   baseline     the seeds' style: per event decode+validate, one PostgreSQL query, one
@@ -60,6 +61,7 @@ import resource
 import shutil
 import statistics
 import subprocess
+import signal
 import sys
 import tempfile
 import time
@@ -86,7 +88,7 @@ RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 PARTITIONS = 8
 QUIX_PYTHON = ROOT / "bench" / "quix" / ".venv" / "bin" / "python"      # `make bench-quix`
-CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras")
+CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras", "profile")
 PYSPY = str(ROOT / ".venv" / "bin" / "py-spy")
 
 
@@ -541,17 +543,24 @@ class Bench:
         self.r[name] = res
         say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
-    async def faust_ceiling(self) -> None:
-        dst = self.prefix + "faust.out"
+    async def faust_ceiling(self, take: str = "noack_take") -> None:
+        """`take`: faust's noack_take, or "batches" (app.batching's, as the pipeline's agents take)."""
+        name = "faust_ceiling" if take == "noack_take" else f"faust_ceiling_{take}"
+        dst = self.prefix + name + ".out"
         await create_topics(self.brokers, [dst])
         env = {**os.environ, "BENCH_BROKERS": self.brokers, "BENCH_SRC": self.src, "BENCH_DST": dst,
-               "BENCH_APP_ID": f"{self.app_id}-faust", "BENCH_DATA_DIR": str(self.tmp / "faust-data"),
-               "BENCH_BATCH_WAIT_S": str(self.settings.batch_wait_s)}
-        w = Worker(env, self.tmp / "faust-ceiling.log", self.args.loop, module="bench.faust_ceiling").start()
+               "BENCH_APP_ID": f"{self.app_id}-{name}", "BENCH_DATA_DIR": str(self.tmp / f"{name}-data"),
+               "BENCH_BATCH_WAIT_S": str(self.settings.batch_wait_s), "BENCH_TAKE": take}
+        w = Worker(env, self.tmp / f"{name}.log", self.args.loop, module="bench.faust_ceiling").start()
         self.workers.append(w)
+        spy: Optional[subprocess.Popen[bytes]] = None
         try:
             await w.wait_ready()
             cpu0, stack0, t0 = proc_cpu(w.pid), stack_cpu(), time.monotonic()
+            if "profile" in self.args.only and take == "noack_take":     # the whole pass; SIGINT: py-spy writes
+                spy = subprocess.Popen([PYSPY, "record", "--pid", str(w.pid), "--rate", "97", "--nonblocking",
+                                        "--format", "raw", "-o", str(self.results / "profile-faust.raw.txt")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             while (got := total_since(await end_offsets(self.brokers, [dst]), {})) < self.args.events:
                 if w.proc is not None and w.proc.poll() is not None:
                     raise RuntimeError(f"faust ceiling: the worker exited; see {w.log}")
@@ -561,12 +570,15 @@ class Bench:
             res = {"events": got, "cpu_s": proc_cpu(w.pid) - cpu0, "loop": self.args.loop,
                    **stack_delta(stack0, got)}
         finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=30)
             w.stop()
         records = await read_since(self.brokers, {}, await end_offsets(self.brokers, [dst]))
         rate, span = steady_rate([r.timestamp for r in records])
         res.update(rate=rate, span_s=span, cpu_us=res["cpu_s"] / res["events"] * 1e6)
-        self.r["faust_ceiling"] = res
-        say(f"faust_ceiling: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
+        self.r[name] = res
+        say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
     async def quix_pass(self, label: str, warm: bool) -> None:
         """bench/quix/worker.py in its own virtualenv: the same input from the beginning, its own
@@ -813,6 +825,7 @@ class Bench:
                                      self.prefix + "base.out")
             if "faust" in a.only:
                 await self.faust_ceiling()
+                await self.faust_ceiling("batches")
             if "txpipe" in a.only:
                 ws = await self.pipeline_pass("cold_1w", 1, rewind=False)
                 self.stop_workers(ws)
@@ -834,7 +847,12 @@ class Bench:
         """With the warm 1-worker pipeline running: latency, profile, sales; then 2 workers,
         the other event loop, Avro decoding."""
         a = self.args
-        await self.latency(ws, self.r["warm_1w"]["rate"] / 2)
+        runs = []
+        for _ in range(a.latency_runs):
+            await self.latency(ws, self.r["warm_1w"]["rate"] / 2)
+            runs.append(self.r["latency"])
+        self.r["latency_runs"] = runs
+        self.r["latency"] = sorted(runs, key=lambda x: x["p50_ms"])[len(runs) // 2]   # the median run
         await self.profile(ws)
         await self.sales()
         self.r["warm_1w"]["vmhwm_after_all_mb"] = round(proc_status(ws[0].pid, "VmHWM") / 1024)
@@ -854,6 +872,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="events the (slow) baseline processes; its rate is measured on these")
     p.add_argument("--orders", type=int, default=20_000, help="sales orders")
     p.add_argument("--latency-s", type=float, default=30, help="length of the fixed-load latency phase")
+    p.add_argument("--latency-runs", type=int, default=3, help="latency phases, one after the other (the "
+                   "median run's figures are the result; every run is printed)")
     p.add_argument("--avro-events", type=int, default=20_000)
     p.add_argument("--batch-wait", type=float, default=None, help="APP_BATCH_WAIT_S (default: app/config/test.yaml)")
     p.add_argument("--loop", choices=("aio", "uvloop"), default="uvloop",
@@ -863,7 +883,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", default=",".join(CONTENDERS),
                    help=f"comma-separated contenders to run, of {', '.join(CONTENDERS)} (default: all); txpipe is "
                         "its 1-worker cold and warm passes, extras the rest (latency, profile, sales, 2 workers, "
-                        "the other loop, Avro: they need txpipe)")
+                        "the other loop, Avro: they need txpipe), profile a py-spy recording of the faust "
+                        "ceiling's whole pass (bench/results/profile-faust.md)")
     p.add_argument("--bad-ratio", type=float, default=0.0,
                    help="share of bad events in the input (app.commands.samples), to exercise the dead letters")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})")
