@@ -122,7 +122,7 @@ class SchemaRegistry(Adapter):
         raise RegistryError(f"schema registry: looking up {subject!r} answered {status}: {_message(body)}")
 
     async def compatibility_level(self, subject: str) -> str:
-        """The subject's compatibility level, else the global one ('?' when unknown)."""
+        """The subject's compatibility level, else the registry-wide one ('?' when unknown)."""
         for path in (f"/config/{quote(subject, safe='')}", "/config"):
             try:
                 status, body = await self._request("GET", path)
@@ -137,7 +137,7 @@ class SchemaRegistry(Adapter):
         await self._request("DELETE", f"/subjects/{quote(subject, safe='')}")
 
     async def ping(self) -> None:
-        """One cheap request (the global compatibility level), for readiness probes; raises
+        """One cheap request (the registry-wide compatibility level), for readiness probes; raises
         TransientError when the registry is unreachable, RegistryError when it refuses us."""
         status, body = await self._request("GET", "/config")
         if status != 200:
