@@ -43,10 +43,10 @@ status:
 	@scripts/stack status; scripts/worker status
 
 format:          ## the fixes ruff can make by itself (imports, the project's rules)
-	.venv/bin/ruff check --fix app agents models domain tests bench scripts
+	.venv/bin/ruff check --fix app agents models domain devtools tests bench scripts
 
 lint:
-	.venv/bin/ruff check app agents models domain tests bench scripts
+	.venv/bin/ruff check app agents models domain devtools tests bench scripts
 
 typecheck:
 	.venv/bin/mypy

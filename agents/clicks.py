@@ -9,7 +9,7 @@ from typing import Any, Awaitable, List, Optional, Sequence, Union
 from faust import StreamT
 from faust.types import EventT
 
-from app import batching, resources
+from app import batching
 from app.adapters.rows import ClickRow
 from app.batching import stage
 from app.main import app, settings
@@ -27,14 +27,14 @@ click_log = logging.getLogger("clicks")     # one JSON line per click: its own l
 async def process_clicks(stream: StreamT) -> None:
     """A batch is acked only after its rows, counts and dead letters are stored (at-least-once)."""
     await dead_letters.maybe_declare()
-    await resources.ready()
+    await app.resources.ready()
     await batching.run(app, AGENT, stream, process_batch, isolate, size=settings.batch_size,
-                       within=settings.batch_wait_s, progress=resources.progress)
+                       within=settings.batch_wait_s, progress=app.resources.progress)
 
 
 def parse(value: Optional[bytes], now: datetime) -> Union[Click, PermanentError]:
     try:
-        return to_click(resources.clicks_avro.decode(value), rules=settings.time_rules, now=now)
+        return to_click(app.resources.clicks_avro.decode(value), rules=settings.time_rules, now=now)
     except PermanentError as err:
         return err
     except Exception as exc:  # noqa: BLE001 - isolated to this event, see app/batching.py
@@ -45,7 +45,7 @@ async def process_batch(events: Sequence[EventT]) -> None:
     # Unknown schema ids of the whole batch in one registry round trip, before any decode.
     values = [event.message.value for event in events]
     with stage(Stage.DECODE):
-        await retry_transient(lambda: resources.clicks_avro.prefetch(values), what="Schema Registry")
+        await retry_transient(lambda: app.resources.clicks_avro.prefetch(values), what="Schema Registry")
     processed_at = datetime.now(timezone.utc)
     outcomes = [parse(value, processed_at) for value in values]
     rows, clicks = [], []
@@ -56,12 +56,12 @@ async def process_batch(events: Sequence[EventT]) -> None:
                                           offset=message.offset))
             rows.append(history_row(event, outcome, processed_at))
             clicks.append(outcome)
-    store = resources.clicks_store
+    store = app.resources.clicks_store
     with stage(Stage.STORE):
         await retry_transient(lambda: store.record_history(rows), what="CQL server (click history)")
         counts = count_by_url(clicks)
         await retry_transient(lambda: store.add_counts(counts), what="CQL server (click counts)")
-    outputs = resources.outputs
+    outputs = app.resources.outputs
     with stage(Stage.FORWARD):
         letters: List[Awaitable[Any]] = [await outputs.dead_letter(event.message, outcome, agent=AGENT)
                                          for event, outcome in zip(events, outcomes, strict=True)
@@ -70,7 +70,7 @@ async def process_batch(events: Sequence[EventT]) -> None:
 
 
 async def isolate(event: EventT, error: PermanentError) -> None:
-    outputs = resources.outputs
+    outputs = app.resources.outputs
     await outputs.delivered([await outputs.dead_letter(event.message, error, agent=AGENT)])
 
 

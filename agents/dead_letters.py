@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 from faust import StreamT
 from faust.types import EventT
 
-from app import batching, metrics, resources
+from app import batching, metrics
 from app.adapters.rows import DeadLetterRow
 from app.batching import stage
 from app.logs import event_fields
@@ -31,15 +31,15 @@ counts = metrics.dead_letters
 
 @app.agent(dead_letters, name=AGENT)
 async def store_dead_letters(stream: StreamT) -> None:
-    await resources.ready()
+    await app.resources.ready()
     await batching.run(app, AGENT, stream, store_batch, isolate, size=settings.batch_size,
-                       within=settings.batch_wait_s, progress=resources.progress)
+                       within=settings.batch_wait_s, progress=app.resources.progress)
 
 
 async def store_batch(events: Sequence[EventT]) -> None:
     parsed = [to_row(e.message.value, e.message) for e in events]
     rows = [row for row in parsed if row]
-    cql = resources.cql
+    cql = app.resources.cql
     with stage(Stage.STORE):
         await retry_transient(lambda: cql.store_dead_letters(rows), what="CQL server (dead letters)")
     # Counted once stored: a batch processed again in halves (app/batching.py) counts once.

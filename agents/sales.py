@@ -1,6 +1,7 @@
 """Sales orders: a batch of orders in, their totals upserted into PostgreSQL, bad ones dead-lettered."""
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from datetime import datetime, timezone
@@ -11,7 +12,7 @@ from typing import Awaitable, Callable, List, Sequence
 from faust import StreamT
 from faust.types import EventT
 
-from app import batching, resources
+from app import batching
 from app.batching import stage
 from app.main import app, settings
 from app.retry import retry_transient
@@ -32,20 +33,22 @@ WHAT = "PostgreSQL (sales totals)"
 
 @app.agent(sales_orders, name=AGENT)
 async def process_sales_orders(stream: StreamT) -> None:
-    """Each batch: validate every order, upsert the totals in one statement (retrying while
-    PostgreSQL is away), dead-letter the bad orders, and only then ack the batch.
+    """Each batch: validate every order, upsert the totals (retrying while PostgreSQL is
+    away), dead-letter the bad orders, and only then ack the batch.
 
     `noack_take`, not `take`: `take` acks in a `finally`, even when the body raised or was
     cancelled. Here a batch that is not committed is never acked, so a crash, a shutdown
     during an outage or a rebalance replays it, and the upsert makes the replay harmless.
     A batch the database refuses is split by app/batching.py down to the refused order.
+    Batches are filled (or time out): a throughput job, its upserts want their 100 rows.
     """
     await dead_letters.maybe_declare()
-    await resources.ready()
-    handle = partial(handle_batch, save=resources.postgres.save_order_totals, send=send_dead_letters,
-                     rules=settings.time_rules)
-    await batching.run(app, AGENT, stream, handle, isolate, size=settings.sales_batch_size,
-                       within=settings.sales_batch_wait_s, progress=resources.progress)
+    await app.resources.ready()
+    handle = partial(handle_batch, save=app.resources.postgres.save_order_totals, send=send_dead_letters,
+                     rules=settings.time_rules, rows_per_upsert=settings.sales_batch_size,
+                     in_flight=settings.sales_upserts_in_flight)
+    await batching.run(app, AGENT, stream, handle, isolate, size=settings.sales_batch_take,
+                       within=settings.sales_batch_wait_s, progress=app.resources.progress, fill=True)
 
 
 def parse(event: EventT, rules: TimeRules, now: datetime) -> SalesOrder | PermanentError:
@@ -58,21 +61,34 @@ def parse(event: EventT, rules: TimeRules, now: datetime) -> SalesOrder | Perman
 
 
 async def handle_batch(events: Sequence[EventT], *, save: SaveTotals, send: SendDeadLetters,
-                       rules: TimeRules = DEFAULT_TIME_RULES) -> None:
+                       rules: TimeRules = DEFAULT_TIME_RULES, rows_per_upsert: int = 0,
+                       in_flight: int = 1) -> None:
     """Everything a batch needs before it may be acked. Never raises for bad input; a refusal
-    of the database (PermanentError) or an unforeseen error is left to app/batching.py."""
+    of the database (PermanentError) or an unforeseen error is left to app/batching.py.
+
+    The orders of each partition go in upserts of at most `rows_per_upsert` (0: all in one),
+    one after the other, in offset order (so a repeated order number still ends with its
+    latest total); the partitions' upserts run side by side, at most `in_flight` at a time."""
     now = datetime.now(timezone.utc)
-    orders: list[tuple[EventT, SalesOrder]] = []
+    by_partition: dict[int, list[SalesOrder]] = collections.defaultdict(list)
     rejected: Rejected = []
     for event in events:
         outcome = parse(event, rules, now)
         if isinstance(outcome, PermanentError):
             rejected.append((event, outcome))
         else:
-            orders.append((event, outcome))
-    rows = order_totals(order for _, order in orders)
+            by_partition[event.message.partition].append(outcome)
+    slots = asyncio.Semaphore(in_flight)
+
+    async def save_partition(orders: list[SalesOrder]) -> None:
+        step = rows_per_upsert or len(orders)
+        for start in range(0, len(orders), step):
+            rows = order_totals(orders[start:start + step])
+            async with slots:
+                await retry_transient(partial(save, rows), what=WHAT)
+
     with stage(Stage.STORE):
-        await retry_transient(lambda: save(rows), what=WHAT)
+        await _all_of([save_partition(orders) for orders in by_partition.values()])
     if rejected:
         reasons = collections.Counter(err.reason.value for _, err in rejected)
         log.warning("sales: %d of %d orders dead-lettered: %s", len(rejected), len(events),
@@ -81,9 +97,19 @@ async def handle_batch(events: Sequence[EventT], *, save: SaveTotals, send: Send
             await send(rejected)
 
 
+async def _all_of(calls: Sequence[Awaitable[None]]) -> None:
+    """Every call to its end, then the first failure raised: none is left running behind a
+    failed batch (its retry must not race them), and a pooled connection is never cancelled
+    mid-query for another's failure."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 async def send_dead_letters(rejected: Rejected) -> None:
     """Dead letters on the broker (the futures awaited), before the batch is acked."""
-    outputs = resources.outputs
+    outputs = app.resources.outputs
     await outputs.delivered([await outputs.dead_letter(event.message, err, agent=AGENT)
                              for event, err in rejected])
 

@@ -6,13 +6,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Protocol, Sequence, Union, cast
+from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Protocol, Sequence, Union
 
-from aiokafka.errors import KafkaError
 from faust import StreamT
 from faust.types import EventT
 
-from app import batching, metrics, resources
+from app import batching, metrics
 from app.adapters.rows import HistoryRow
 from app.batching import stage
 from app.main import app, settings
@@ -23,7 +22,7 @@ from app.tables import accounts_cache
 from app.topics import transactions_in
 from domain.dead_letters import REPLAY_HEADER, header_names
 from domain.enrichment import cache_entry, enrich, is_fresh
-from domain.errors import PermanentError, Stage, TransientError, internal_error
+from domain.errors import PermanentError, Stage, internal_error
 from domain.parsing import DEFAULT_TIME_RULES, TimeRules
 from domain.transactions import AVRO_MAGIC, AvroDecoder, decode, to_transaction
 from models.transaction import EnrichedTransaction, Transaction
@@ -59,26 +58,16 @@ class Collaborators:
 
 @app.agent(transactions_in, name=AGENT)
 async def process_transactions(stream: StreamT) -> None:
-    """`noack_take` leaves acking to us: a batch is acked only after its history rows and
-    sends are done, so a crash, an outage or a shutdown mid-batch replays it (at-least-once;
-    the history and the sinks are keyed so that a replay is harmless)."""
+    """`batching.batches` leaves acking to us (as faust's `noack_take`): a batch is acked only
+    after its history rows and sends are done, so a crash, an outage or a shutdown mid-batch
+    replays it (at-least-once; the history and the sinks are keyed so that a replay is harmless)."""
+    resources = app.resources
     await resources.ready()
-    await retry_transient(changelog_known, what="Kafka (cache changelog metadata)")
+    await retry_transient(accounts_cache.changelog_known, what="Kafka (cache changelog metadata)")
     deps = Collaborators(accounts_cache, resources.postgres, resources.cql, resources.transactions_avro,
                          resources.outputs, settings, settings.sink_topic)
     await batching.run(app, AGENT, stream, partial(process_batch, deps=deps), partial(dead_letter, deps=deps),
                        size=settings.batch_size, within=settings.batch_wait_s, progress=resources.progress)
-
-
-async def changelog_known() -> None:
-    """A table write hashes its key with the producer's metadata of the changelog topic, and
-    right after a start that metadata can be missing (a TypeError deep in aiokafka, not the
-    event's fault): wait for it once, before the first batch (aiokafka keeps a topic it was
-    asked about in its metadata), as for an outage when it does not come."""
-    try:
-        await cast(Any, app.producer)._ensure_producer().partitions_for(accounts_cache.changelog_topic.get_topic_name())
-    except KafkaError as exc:
-        raise TransientError(f"Kafka metadata of the cache's changelog: {exc!r}") from exc
 
 
 def parse(value: Optional[bytes], avro: Optional[AvroDecoder] = None, *, rules: TimeRules = DEFAULT_TIME_RULES,

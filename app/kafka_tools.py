@@ -1,11 +1,10 @@
-"""Small Kafka helpers outside the worker: counting, reading, creating and deleting topics
-(reports, tests and benchmarks)."""
+"""Small Kafka helpers outside the worker: counting and reading topics (reports, the lag
+probe; the tests and benchmarks too)."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
 def bootstrap(brokers: str) -> str:
@@ -62,26 +61,3 @@ async def read_all(brokers: str, topic: str, timeout_s: float = 10.0, **auth: An
         return out
     finally:
         await consumer.stop()
-
-
-async def create_topics(brokers: str, names: Iterable[str], partitions: int, replicas: int = 1) -> None:
-    """Create topics as a worker would declare them, e.g. for a backlog sent before it starts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, partitions, replicas) for n in names])
-    finally:
-        await admin.close()
-
-
-async def delete_topics(brokers: str, prefixes: Sequence[str]) -> int:
-    """Delete every topic whose name starts with one of `prefixes`; returns how many."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(brokers))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
-        if names:
-            await admin.delete_topics(names)
-        return len(names)
-    finally:
-        await admin.close()

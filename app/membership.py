@@ -85,14 +85,11 @@ class Fencing(logging.Handler):
         return True, "ok"
 
 
-fencing: Optional[Fencing] = None
-
-
 def install(instance_id: str, health_after_s: float) -> Optional[Fencing]:
-    """Watch aiokafka's log for losses of this member (static membership only)."""
-    global fencing
-    if not instance_id or fencing is not None:
-        return fencing
+    """Watch aiokafka's log for losses of this member (static membership only); the App keeps
+    what this returns (`app.fencing`)."""
+    if not instance_id:
+        return None
     fencing = Fencing(instance_id, health_after_s)
     for name in AIOKAFKA_LOGGERS:
         logging.getLogger(name).addHandler(fencing)

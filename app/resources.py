@@ -1,5 +1,7 @@
-"""The worker's adapters: created here (no connection at import), started lazily on first
-use, migrated once per worker start, closed when the app stops."""
+"""The worker's adapters and what its agents share, owned by one Service of the App
+(`app.resources`): created with the App without connecting, connected by each adapter on first
+use, migrated once per start (`ready`), closed when the App stops. The App starts it before
+its agents and stops it after them (app/main.py)."""
 from __future__ import annotations
 
 import logging
@@ -13,49 +15,48 @@ from app.adapters.postgres import Postgres
 from app.adapters.registry import SchemaRegistry
 from app.avro import AvroCodec
 from app.batching import Progress
-from app.main import app, settings
 from app.memo import Memo
 from app.outputs import Headers, Outputs
 from app.retry import retry_transient
+from app.settings import Settings
 from models.avro_schemas import RAW_TRANSACTION, USER_CLICK
 
 log = logging.getLogger(__name__)
 
-postgres = Postgres(settings)
-cql = Cql(settings)
-clicks_store = ClickStore(cql)
-registry = SchemaRegistry(settings)
-# Avro codecs, one per schema the app reads; they share the registry's cache of schemas by id.
-clicks_avro = AvroCodec(registry, USER_CLICK)
-transactions_avro = AvroCodec(registry, RAW_TRANSACTION)
 
-
-
-def _send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
-    return app.producer.send(topic, key, value, None, None, headers)
-
-
-# The one output path of every agent, and the batches they have in progress.
-outputs = Outputs(_send, dead_letter_topic=settings.topic(settings.dlq_topic),
-                  max_bytes=settings.max_output_bytes, payloads=cql)
-progress = Progress()
-
-async def _migrate() -> None:
-    if not settings.migrate_on_start:
-        return
-    await retry_transient(postgres.migrate, what="PostgreSQL (migrations)")
-    await retry_transient(cql.migrate, what="CQL server (migrations)")
-
-
-# Wait until migrations ran (retrying while a server is down); agents call this first.
-ready = Memo(_migrate)
-
-
-@app.service
 class Resources(Service):
-    """Closes the adapters when the worker stops."""
+    def __init__(self, app: Any, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.settings = settings
+        self.postgres = Postgres(settings)
+        self.cql = Cql(settings)
+        self.clicks_store = ClickStore(self.cql)
+        self.registry = SchemaRegistry(settings)
+        # Avro codecs, one per schema the app reads; they share the registry's cache of schemas by id.
+        self.clicks_avro = AvroCodec(self.registry, USER_CLICK)
+        self.transactions_avro = AvroCodec(self.registry, RAW_TRANSACTION)
+        # The one output path of every agent, and the batches they have in progress.
+        self.outputs = Outputs(self._send, dead_letter_topic=settings.topic(settings.dlq_topic),
+                               max_bytes=settings.max_output_bytes, payloads=self.cql)
+        self.progress = Progress()
+        # Wait until migrations ran (retrying while a server is down); agents await it first.
+        self.ready = Memo(self._migrate)
+
+    def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
+        return self.app.producer.send(topic, key, value, None, None, headers)
+
+    async def _migrate(self) -> None:
+        if not self.settings.migrate_on_start:
+            return
+        await retry_transient(self.postgres.migrate, what="PostgreSQL (migrations)")
+        await retry_transient(self.cql.migrate, what="CQL server (migrations)")
+
+    async def __aenter__(self) -> Resources:     # a command's `async with app.resources as r`
+        await super().__aenter__()
+        return self
 
     async def on_stop(self) -> None:
-        await postgres.close()
-        await cql.close()
-        await registry.close()
+        await self.postgres.close()
+        await self.cql.close()
+        await self.registry.close()

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping, Optional, TypeVar
 
+from mode import Service
+
 from app import metrics, retry
 
 log = logging.getLogger(__name__)
@@ -93,30 +95,48 @@ def positions_of(consumer: Any, tps: Any) -> dict[Any, Position]:
     return out
 
 
-_watched: dict[Any, Watch] = {}
+class Watchdog(Service):
+    """Every few seconds, one round over the consumer's stream partitions (none when
+    `stall_s` is 0); owns what it has seen of each."""
 
+    def __init__(self, app: Any, stall_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.stall_s = stall_s
+        self.interval_s = min(5.0, max(1.0, stall_s / 4))
+        self._watched: dict[Any, Watch] = {}
 
-async def check(app: Any, stall_s: float) -> list[Any]:
-    """One watchdog round over the consumer's stream partitions; returns those it rewound."""
-    consumer = app.consumer
-    if app.rebalancing or retry.in_outage() or not app.tables.recovery.completed.is_set():
-        _watched.clear()                   # offsets legitimately stand still meanwhile
-        return []
-    changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
-    positions = positions_of(consumer, {tp for tp in consumer.assignment() if tp.topic not in changelogs})
-    stalled = find_stalled(positions, _watched, time.monotonic(), stall_s)
-    for tp in stalled:
-        pos = positions[tp]
-        target = pos.committed
-        if target is None:
-            target = (await consumer.earliest_offsets(tp)).get(tp, 0)
-        log.warning("partition %s/%s: commit point stuck at %s (%s; last read %s, lowest acked %s, "
-                    "lowest in flight %s); seeking back to %s (records from there are consumed again; "
-                    "sinks are idempotent)", tp.topic, tp.partition, pos.committed,
-                    "a record there never reached the agent" if pos.hole else f"not moved for {stall_s:.0f}s",
-                    pos.read, pos.first_acked, pos.oldest_pending, target)
-        metrics.stall_recoveries.labels(tp.topic).inc()
-        # On the consumer's own thread and event loop (as faust's recovery seeks), and with the
-        # records fetched before it held back (app/faust_repairs/consumer.py).
-        await consumer.rewind(tp, target)
-    return stalled
+    @Service.task
+    async def _rounds(self) -> None:
+        if self.stall_s <= 0:
+            return
+        while not self.should_stop:
+            await self.sleep(self.interval_s)
+            if not self.should_stop:
+                await self.check()
+
+    async def check(self) -> list[Any]:
+        """One watchdog round; returns the partitions it rewound."""
+        app, stall_s = self.app, self.stall_s
+        consumer = app.consumer
+        if app.rebalancing or retry.in_outage() or not app.tables.recovery.completed.is_set():
+            self._watched.clear()              # offsets legitimately stand still meanwhile
+            return []
+        changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+        positions = positions_of(consumer, {tp for tp in consumer.assignment() if tp.topic not in changelogs})
+        stalled = find_stalled(positions, self._watched, time.monotonic(), stall_s)
+        for tp in stalled:
+            pos = positions[tp]
+            target = pos.committed
+            if target is None:
+                target = (await consumer.earliest_offsets(tp)).get(tp, 0)
+            log.warning("partition %s/%s: commit point stuck at %s (%s; last read %s, lowest acked %s, "
+                        "lowest in flight %s); seeking back to %s (records from there are consumed again; "
+                        "sinks are idempotent)", tp.topic, tp.partition, pos.committed,
+                        "a record there never reached the agent" if pos.hole else f"not moved for {stall_s:.0f}s",
+                        pos.read, pos.first_acked, pos.oldest_pending, target)
+            metrics.stall_recoveries.labels(tp.topic).inc()
+            # On the consumer's own thread and event loop (as faust's recovery seeks), and with the
+            # records fetched before it held back (app/faust_repairs/consumer.py).
+            await consumer.rewind(tp, target)
+        return stalled

@@ -1,15 +1,17 @@
 """Faust tables, declared once."""
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import faust
+from aiokafka.errors import KafkaError
 from faust import stores
 from faust.types import StoreT
 from yarl import URL
 
 from app.main import app
 from app.faust_repairs.rocksdb import repaired
+from domain.errors import TransientError
 
 
 class RawKeyTable(faust.Table):
@@ -33,6 +35,18 @@ class RawKeyTable(faust.Table):
             url, self.app, self, table_name=self.name, key_type=self.key_type,
             key_serializer=self.key_serializer, value_serializer=self.value_serializer,
             value_type=self.value_type, loop=self.loop, options=self.options)
+
+    async def changelog_known(self) -> None:
+        """A table write hashes its key with the producer's metadata of the changelog topic, and
+        right after a start that metadata can be missing (a TypeError deep in aiokafka, not the
+        event's fault): an agent that writes the table waits for it once, before its first batch
+        (aiokafka keeps a topic it was asked about in its metadata), as for an outage when it
+        does not come."""
+        try:
+            await cast(Any, self.app.producer)._ensure_producer().partitions_for(
+                self.changelog_topic.get_topic_name())
+        except KafkaError as exc:
+            raise TransientError(f"Kafka metadata of the {self.name} changelog: {exc!r}") from exc
 
 
 # Account id -> {"account": {...} | None, "fetched_at": epoch s}; see domain/enrichment.py.

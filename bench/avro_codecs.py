@@ -25,8 +25,8 @@ import avro  # noqa: E402
 import fastavro  # noqa: E402
 
 from domain.avro import AvroDecoder, AvroEncoder, Schema  # noqa: E402
-from domain.clicks import sample_clicks  # noqa: E402
-from domain.samples import raw_event  # noqa: E402
+from app.commands.samples.clicks import sample_clicks  # noqa: E402
+from app.commands.samples.transactions import raw_event  # noqa: E402
 from models.avro_schemas import RAW_TRANSACTION, USER_CLICK  # noqa: E402
 
 CLICK_V2 = {**USER_CLICK, "fields": [*USER_CLICK["fields"],

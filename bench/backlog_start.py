@@ -23,25 +23,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
-import fcntl
 import os
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
-import asyncpg
 
 from app.adapters.cql import Cql
-from app.adapters.postgres import Postgres
 from app.settings import Settings
-from app.kafka_tools import delete_topics
-from bench.pipeline import (ROOT, Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
+from devtools.kafka import delete_topics
+from devtools.processes import stack_lock
+from devtools.stores import create_database, drop_database, drop_keyspace, seed_accounts
+from bench.pipeline import (Worker, close_offsets, create_topics, end_offsets, free_port, produce, read_since,
                             rewind_group, stack_env)
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from models.transaction import CATEGORIES
 
 
@@ -62,17 +58,6 @@ class Outcome:
     rewinds: int      # watchdog rewinds in the (surviving) worker's log
 
 
-@contextlib.contextmanager
-def stack_lock() -> Iterator[None]:
-    """The stack's test lock, shared (as integration tests and bench/pipeline.py hold it): a
-    disruptive test, which holds it exclusively, stops no server in the middle of a start."""
-    path = ROOT / ".stack" / "run" / "tests.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        yield
-
-
 async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0, rebalance: float = 0.0) -> Outcome:
     with stack_lock():
         return await _once(events, rewound, warm, kill, rebalance)
@@ -83,18 +68,15 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
     base = stack_env()
     admin = base["APP_POSTGRES_DSN"].rsplit("/", 1)[0]
     db, tmp = f"backlog_{run}", Path(f"/tmp/backlog-{run}")
-    conn = await asyncpg.connect(admin + "/postgres")
-    await conn.execute(f'CREATE DATABASE "{db}"')
-    await conn.close()
+    await create_database(base["APP_POSTGRES_DSN"], db)
     env = {**os.environ, **base, "APP_POSTGRES_DSN": f"{admin}/{db}", "APP_ENV": "test",
            "APP_ID": f"backlog-{run}", "APP_TOPIC_PREFIX": f"k{run}.", "APP_CQL_KEYSPACE": f"k{run}",
            "APP_DATA_DIR": str(tmp / "data"), "APP_WEB_PORT": str(free_port())}
     settings = Settings.load(env)
-    pg, cql = Postgres(settings), Cql(settings)
+    cql = Cql(settings)
     worker = doomed = None
     try:
-        await pg.migrate()
-        await pg.seed_demo_accounts(1000)
+        await seed_accounts(settings, 1000, migrate=True)
         await cql.migrate()
         src = settings.topic("transactions.raw")
         await create_topics(settings.kafka_brokers, [src])
@@ -149,12 +131,9 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
             worker.stop()
         if doomed is not None:
             doomed.kill()
-        await cql.drop_keyspace()
+        drop_keyspace(settings)
         await cql.close()
-        await pg.close()
-        conn = await asyncpg.connect(admin + "/postgres")
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await conn.close()
+        await drop_database(settings.postgres_dsn)
         await delete_topics(settings.kafka_brokers, [f"k{run}.", f"backlog-{run}-"])
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -21,6 +21,7 @@ from app.adapters.cql import Cql
 from app.adapters.rows import HistoryRow
 from app.settings import Settings
 from bench.pipeline import ROOT, proc_cpu, self_cpu, stack_env
+from devtools.stores import drop_keyspace
 
 
 def rows(n: int, seed: int) -> list[HistoryRow]:
@@ -59,7 +60,7 @@ async def main() -> None:
                       f"{(self_cpu() - c0) / args.events * 1e6:6.0f}  server "
                       f"{(proc_cpu(server) - s0) / args.events * 1e6:6.0f} CPU µs/event", flush=True)
     finally:
-        await clients[sizes[0]].drop_keyspace()
+        drop_keyspace(clients[sizes[0]].settings)
         for cql in clients.values():
             await cql.close()
 

@@ -12,12 +12,15 @@ the pipeline's own work costs (pipeline / this).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any, cast
 
 import faust
 from faust import StreamT
 from faust.streams import Stream
+
+from app.tuning import WORKER_TUNING
 
 BATCH, WITHIN = 500, float(os.environ.get("BENCH_BATCH_WAIT_S", "0.05"))   # as the pipeline's agent
 
@@ -28,20 +31,29 @@ app = faust.App(
     autodiscover=False,
     web_enabled=False,
     topic_allow_declare=False,
-    broker_max_poll_records=1000,          # as app.main
-    stream_buffer_maxsize=16384,
-    producer_linger=0.005,
-    consumer_auto_offset_reset="earliest",
-    stream_wait_empty=False,
+    **WORKER_TUNING,                       # as app.main
 )
 source = app.topic(os.environ["BENCH_SRC"], key_type=bytes, value_type=bytes,
                    key_serializer="raw", value_serializer="raw")
 DESTINATION = os.environ["BENCH_DST"]
 
 
+TAKE = os.environ.get("BENCH_TAKE", "noack_take")    # or "batches": app.batching's, as the pipeline's agents
+log = logging.getLogger("bench.faust_ceiling")
+
+
 @app.agent(source, name="forward")
 async def forward(stream: StreamT) -> None:
-    async for events in cast(Stream, stream).noack_take(BATCH, within=WITHIN):
+    if TAKE == "batches":
+        from app.batching import batches
+        taken = batches(app, stream, BATCH, WITHIN)
+    else:
+        taken = cast(Stream, stream).noack_take(BATCH, within=WITHIN)
+    count = total = 0
+    async for events in taken:
+        count, total = count + 1, total + len(events)
+        if count % 20 == 0:
+            log.warning("%s: %d batches, %d events, %.1f events per batch", TAKE, count, total, total / count)
         pending: list[Any] = []
         for event in events:
             m = event.message

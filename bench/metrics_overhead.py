@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from app.kafka_tools import message_counts  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from domain.samples import samples  # noqa: E402
-from tests.integration.pipeline import output_topics, produce  # noqa: E402
-from tests.integration.support import free_port  # noqa: E402
+from app.commands.samples.transactions import samples  # noqa: E402
+from devtools import kafka  # noqa: E402
+from devtools.processes import FAUST, Worker, free_port, stack_env  # noqa: E402
+from devtools.stores import drop_keyspace, seed_accounts  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -40,31 +40,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS     # utime + stime
-
-
-def stack_env() -> dict[str, str]:
-    out = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], capture_output=True, text=True,
-                         check=True).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-async def seed(settings: Settings) -> None:
-    from app.adapters.postgres import Postgres
-    pg = Postgres(settings)
-    try:
-        await pg.migrate()
-        await pg.seed_demo_accounts(1000)
-    finally:
-        await pg.close()
-
-
-def drop_keyspace(settings: Settings) -> None:
-    from cassandra.cluster import Cluster
-    cluster = Cluster(list(settings.cql_hosts), port=settings.cql_port, protocol_version=4)
-    try:
-        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {settings.cql_keyspace}", timeout=60)
-    finally:
-        cluster.shutdown()
 
 
 def run_once(base: dict[str, str], overrides: dict[str, str], data: list, log: Path) -> tuple[float, float]:
@@ -75,25 +50,22 @@ def run_once(base: dict[str, str], overrides: dict[str, str], data: list, log: P
            "APP_CQL_KEYSPACE": f"b{run}", "APP_WEB_PORT": str(free_port()),
            "APP_DATA_DIR": f"/tmp/bench-{run}", **overrides}
     settings = Settings.load(env)
-    with log.open("ab") as out:
-        proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "faust"), "-A", module, "worker", "-l", "info"],
-                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    worker = Worker(env, log, argv=[FAUST, "-A", module, "worker", "-l", "info"])
     try:
-        deadline = time.monotonic() + 120
-        while b"[^Worker]: Ready" not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start; see {log}")
-            time.sleep(0.2)
+        worker.start(120)
+        proc = worker.proc
+        assert proc is not None
         time.sleep(8)                     # assignment, recovery, first fetches
         idle0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(4)
         idle_rate = (cpu_seconds(proc.pid) - idle0) / (time.monotonic() - t0)
         cpu0, start = cpu_seconds(proc.pid), time.monotonic()
-        asyncio.run(produce(settings, data))
+        asyncio.run(kafka.produce(settings.kafka_brokers, settings.topic(settings.input_topics[0]),
+                                  [(s.key, s.value) for s in data]))
 
         async def done() -> bool:
-            return sum((await message_counts(settings.kafka_brokers, output_topics(settings))).values()) >= len(data)
+            counts = await message_counts(settings.kafka_brokers, kafka.output_topics(settings))
+            return sum(counts.values()) >= len(data)
 
         while not asyncio.run(done()):
             if time.monotonic() - start > 600 or proc.poll() is not None:
@@ -103,11 +75,10 @@ def run_once(base: dict[str, str], overrides: dict[str, str], data: list, log: P
         cpu = cpu_seconds(proc.pid) - cpu0 - idle_rate * elapsed
         return cpu / len(data) * 1e6, len(data) / elapsed
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(30)
+            worker.stop(30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            pass
         drop_keyspace(settings)
 
 
@@ -123,7 +94,7 @@ def main() -> None:
         name, _, pairs = spec.partition(":")
         variants[name] = dict(p.split("=", 1) for p in pairs.split(",") if p)
     base = stack_env()
-    asyncio.run(seed(Settings.load({**base, "APP_ENV": "test"})))
+    asyncio.run(seed_accounts(Settings.load({**base, "APP_ENV": "test"}), 1000, migrate=True))
     data = samples(args.events, bad_ratio=0.05, accounts=1000, seed=7)
     logs = Path("/tmp") / f"bench-metrics-{uuid.uuid4().hex[:6]}"
     logs.mkdir()

@@ -6,9 +6,10 @@ on the real local stack, in one run (issue 7).
     .venv/bin/python -m bench.pipeline --events 20000 --baseline-events 2000   # quicker
 
 One run: a fresh PostgreSQL database (1,000 demo accounts, pg_stat_statements), CQL keyspace
-and topic prefix. N sample events (domain.samples, all good, 1,000 accounts) are produced ONCE
-into an 8-partition input topic; every contender then consumes that same topic from the
-beginning with its own consumer group and its own output topics:
+and topic prefix. N sample events (app.commands.samples.transactions, 1,000 accounts of which 20 blocked: their
+events are enriched with the account's status, not dead-lettered; `--bad-ratio` adds bad
+ones) are produced ONCE into an 8-partition input topic; every contender then consumes that
+same topic from the beginning with its own consumer group and its own output topics:
 
   passthrough  raw aiokafka getmany -> send (futures gathered per batch), no processing
   baseline     the seeds' style: per event decode+validate, one PostgreSQL query, one
@@ -58,9 +59,9 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
+import signal
 import sys
 import tempfile
 import time
@@ -76,18 +77,18 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from app import kafka_tools  # noqa: E402
-from app.kafka_tools import bootstrap, delete_topics  # noqa: E402
-from app.adapters.postgres import Postgres  # noqa: E402
+from app.kafka_tools import bootstrap  # noqa: E402
+from devtools import kafka, processes, stores  # noqa: E402
+from devtools.kafka import delete_topics  # noqa: E402
+from devtools.processes import free_port, stack_env  # noqa: E402,F401 - the other benchmarks import them from here
 from app.settings import Settings  # noqa: E402
 from models.transaction import CATEGORIES  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 PARTITIONS = 8
-FAUST = str(ROOT / ".venv" / "bin" / "faust")
 QUIX_PYTHON = ROOT / "bench" / "quix" / ".venv" / "bin" / "python"      # `make bench-quix`
-CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras")
+CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras", "profile")
 PYSPY = str(ROOT / ".venv" / "bin" / "py-spy")
 
 
@@ -142,71 +143,28 @@ def self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stack_env() -> dict[str, str]:
-    out = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], capture_output=True, text=True,
-                         check=True).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-class Worker:
-    """A worker process: `faust -A module worker` unless `argv` says otherwise; ready once
-    `ready` appears in its log."""
+class Worker(processes.Worker):
+    """The harness's worker, as the benchmark drives it: `start()` only launches (then
+    `await wait_ready()`), the default loop is asyncio's, and a stop never raises."""
 
     def __init__(self, env: dict[str, str], log: Path, loop: str = "aio", module: str = "app.main",
-                 argv: Optional[list[str]] = None, ready: bytes = b"[^Worker]: Ready") -> None:
-        self.env, self.log, self.loop, self.module = env, log, loop, module
-        self.argv = argv or [FAUST, "-L", loop, "-A", module, "worker", "-l", "info"]
-        self.ready = ready
-        self.proc: Optional[subprocess.Popen[bytes]] = None
+                 argv: Optional[list[str]] = None, ready: bytes = processes.READY) -> None:
+        super().__init__(env, log, loop, module, argv, ready)
 
-    def start(self) -> "Worker":
-        with self.log.open("ab") as out:
-            self.offset = out.tell()
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        return self
+    def start(self, timeout: float = 0) -> "Worker":
+        return self.launch()
 
-    async def wait_ready(self, timeout: float = 120) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while self.ready not in self.log.read_bytes()[self.offset:]:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start; see {self.log}")
-            await asyncio.sleep(0.2)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+    def stop(self, timeout: float = 40) -> int:
         try:
-            self.proc.wait(40)
+            return super().stop(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: no commit, no leave-group, as a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            return -9
 
 
 # --- Kafka helpers --------------------------------------------------------------------------
 
 async def create_topics(brokers: str, names: Iterable[str]) -> None:
-    await kafka_tools.create_topics(brokers, names, PARTITIONS)
+    await kafka.create_topics(brokers, names, PARTITIONS)
 
 
 _OFFSETS: dict[str, AIOKafkaConsumer] = {}
@@ -302,20 +260,7 @@ async def read_since(brokers: str, since: dict[TopicPartition, int],
 async def produce(brokers: str, topic: str, items: Sequence[tuple[bytes, bytes]],
                   rate: Optional[float] = None) -> None:
     """Send (key, value) pairs; `rate`: events/s, paced in steps of 10 ms."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(brokers), acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        start = time.monotonic()
-        for i, (key, value) in enumerate(items):
-            if rate and i % max(1, int(rate / 100)) == 0:
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await kafka.produce(brokers, topic, items, rate=rate, max_batch_size=256 * 1024)
 
 
 async def rewind_group(brokers: str, group: str, topic: str) -> None:
@@ -475,24 +420,13 @@ class Bench:
         # The Quix contender writes its history to a keyspace of its own, so that each
         # contender's rows are counted apart.
         self.quix_settings = Settings.load({**self.env, "APP_CQL_KEYSPACE": f"b{self.run}q"})
-        self.inputs: dict[tuple[int, int], Any] = {}       # (partition, offset) -> domain.samples.Sample
+        self.inputs: dict[tuple[int, int], Any] = {}       # (partition, offset) -> samples.transactions.Sample
         self.reference: dict[tuple[int, int], Any] = {}    # txpipe's sink records, decoded
 
     # setup / teardown
     async def setup(self) -> None:
-        from app.adapters.postgres import Postgres
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            await conn.execute(f'CREATE DATABASE "{self.db}"')
-        finally:
-            await conn.close()
-        pg = Postgres(self.settings)
-        try:
-            await pg.migrate()
-            await pg.seed_demo_accounts(1000)
-            await pg.run(lambda c: c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        finally:
-            await pg.close()
+        await stores.create_database(self.base["APP_POSTGRES_DSN"], self.db)
+        await stores.seed_accounts(self.settings, 1000, migrate=True, count_queries=True)
         from app.adapters.cql import Cql
         for settings in (self.settings, self.quix_settings):
             cql = Cql(settings)
@@ -506,19 +440,12 @@ class Bench:
         for w in self.workers:
             w.stop()
         try:
-            conn = await asyncpg.connect(self.admin_dsn)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-            finally:
-                await conn.close()
+            await stores.drop_database(self.settings.postgres_dsn)
         except Exception as exc:  # noqa: BLE001
             say(f"drop database: {exc}")
         try:
-            from app.adapters.cql import Cql
             for settings in (self.settings, self.quix_settings):
-                cql = Cql(settings)
-                await cql.drop_keyspace()
-                await cql.close()
+                stores.drop_keyspace(settings)
         except Exception as exc:  # noqa: BLE001
             say(f"drop keyspace: {exc}")
         try:
@@ -530,15 +457,11 @@ class Bench:
         await close_offsets()
 
     async def account_queries(self) -> int:
-        pg = Postgres(self.settings)
-        try:
-            return await pg.enrichment_query_calls()
-        finally:
-            await pg.close()
+        return await stores.enrichment_query_calls(self.settings)
 
     # phases
     async def produce_input(self) -> None:
-        from domain.samples import samples
+        from app.commands.samples.transactions import samples
         t0 = time.monotonic()
         data = samples(self.args.events, bad_ratio=self.args.bad_ratio, accounts=1000, seed=11)
         self.sizes = statistics.mean(len(s.value) for s in data)
@@ -620,17 +543,24 @@ class Bench:
         self.r[name] = res
         say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
-    async def faust_ceiling(self) -> None:
-        dst = self.prefix + "faust.out"
+    async def faust_ceiling(self, take: str = "noack_take") -> None:
+        """`take`: faust's noack_take, or "batches" (app.batching's, as the pipeline's agents take)."""
+        name = "faust_ceiling" if take == "noack_take" else f"faust_ceiling_{take}"
+        dst = self.prefix + name + ".out"
         await create_topics(self.brokers, [dst])
         env = {**os.environ, "BENCH_BROKERS": self.brokers, "BENCH_SRC": self.src, "BENCH_DST": dst,
-               "BENCH_APP_ID": f"{self.app_id}-faust", "BENCH_DATA_DIR": str(self.tmp / "faust-data"),
-               "BENCH_BATCH_WAIT_S": str(self.settings.batch_wait_s)}
-        w = Worker(env, self.tmp / "faust-ceiling.log", self.args.loop, module="bench.faust_ceiling").start()
+               "BENCH_APP_ID": f"{self.app_id}-{name}", "BENCH_DATA_DIR": str(self.tmp / f"{name}-data"),
+               "BENCH_BATCH_WAIT_S": str(self.settings.batch_wait_s), "BENCH_TAKE": take}
+        w = Worker(env, self.tmp / f"{name}.log", self.args.loop, module="bench.faust_ceiling").start()
         self.workers.append(w)
+        spy: Optional[subprocess.Popen[bytes]] = None
         try:
             await w.wait_ready()
             cpu0, stack0, t0 = proc_cpu(w.pid), stack_cpu(), time.monotonic()
+            if "profile" in self.args.only and take == "noack_take":     # the whole pass; SIGINT: py-spy writes
+                spy = subprocess.Popen([PYSPY, "record", "--pid", str(w.pid), "--rate", "97", "--nonblocking",
+                                        "--format", "raw", "-o", str(self.results / "profile-faust.raw.txt")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             while (got := total_since(await end_offsets(self.brokers, [dst]), {})) < self.args.events:
                 if w.proc is not None and w.proc.poll() is not None:
                     raise RuntimeError(f"faust ceiling: the worker exited; see {w.log}")
@@ -640,12 +570,15 @@ class Bench:
             res = {"events": got, "cpu_s": proc_cpu(w.pid) - cpu0, "loop": self.args.loop,
                    **stack_delta(stack0, got)}
         finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=30)
             w.stop()
         records = await read_since(self.brokers, {}, await end_offsets(self.brokers, [dst]))
         rate, span = steady_rate([r.timestamp for r in records])
         res.update(rate=rate, span_s=span, cpu_us=res["cpu_s"] / res["events"] * 1e6)
-        self.r["faust_ceiling"] = res
-        say(f"faust_ceiling: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
+        self.r[name] = res
+        say(f"{name}: {res['events']:,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event")
 
     async def quix_pass(self, label: str, warm: bool) -> None:
         """bench/quix/worker.py in its own virtualenv: the same input from the beginning, its own
@@ -788,7 +721,7 @@ class Bench:
         return ws
 
     async def latency(self, ws: list[Worker], rate: float) -> None:
-        from domain.samples import samples
+        from app.commands.samples.transactions import samples
         count = min(self.args.events, max(1000, int(rate * self.args.latency_s)))
         data = samples(count, bad_ratio=0, accounts=1000, seed=12)
         since = await end_offsets(self.brokers, self.sinks)
@@ -816,7 +749,7 @@ class Bench:
 
     async def profile(self, ws: list[Worker]) -> None:
         """py-spy on the worker at full load: events produced unpaced into the second input."""
-        from domain.samples import samples
+        from app.commands.samples.transactions import samples
         data = samples(min(self.args.events, 30_000), bad_ratio=0, accounts=1000, seed=14)
         since = await end_offsets(self.brokers, self.sinks)
         await produce(self.brokers, self.lat, [(s.key, s.value) for s in data])
@@ -830,7 +763,7 @@ class Bench:
         say(f"profiled the worker for {self.args.profile_s}s at full load ({len(data):,} events)")
 
     async def sales(self) -> None:
-        from domain.sales_samples import order_samples
+        from app.commands.samples.sales import order_samples
         orders = order_samples(self.args.orders, bad_ratio=0, seed=13)
         expected = len({o.order_number for o in orders})
         conn = await asyncpg.connect(self.settings.postgres_dsn)
@@ -892,6 +825,7 @@ class Bench:
                                      self.prefix + "base.out")
             if "faust" in a.only:
                 await self.faust_ceiling()
+                await self.faust_ceiling("batches")
             if "txpipe" in a.only:
                 ws = await self.pipeline_pass("cold_1w", 1, rewind=False)
                 self.stop_workers(ws)
@@ -913,7 +847,12 @@ class Bench:
         """With the warm 1-worker pipeline running: latency, profile, sales; then 2 workers,
         the other event loop, Avro decoding."""
         a = self.args
-        await self.latency(ws, self.r["warm_1w"]["rate"] / 2)
+        runs = []
+        for _ in range(a.latency_runs):
+            await self.latency(ws, self.r["warm_1w"]["rate"] / 2)
+            runs.append(self.r["latency"])
+        self.r["latency_runs"] = runs
+        self.r["latency"] = sorted(runs, key=lambda x: x["p50_ms"])[len(runs) // 2]   # the median run
         await self.profile(ws)
         await self.sales()
         self.r["warm_1w"]["vmhwm_after_all_mb"] = round(proc_status(ws[0].pid, "VmHWM") / 1024)
@@ -933,6 +872,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="events the (slow) baseline processes; its rate is measured on these")
     p.add_argument("--orders", type=int, default=20_000, help="sales orders")
     p.add_argument("--latency-s", type=float, default=30, help="length of the fixed-load latency phase")
+    p.add_argument("--latency-runs", type=int, default=3, help="latency phases, one after the other (the "
+                   "median run's figures are the result; every run is printed)")
     p.add_argument("--avro-events", type=int, default=20_000)
     p.add_argument("--batch-wait", type=float, default=None, help="APP_BATCH_WAIT_S (default: app/config/test.yaml)")
     p.add_argument("--loop", choices=("aio", "uvloop"), default="uvloop",
@@ -942,9 +883,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", default=",".join(CONTENDERS),
                    help=f"comma-separated contenders to run, of {', '.join(CONTENDERS)} (default: all); txpipe is "
                         "its 1-worker cold and warm passes, extras the rest (latency, profile, sales, 2 workers, "
-                        "the other loop, Avro: they need txpipe)")
+                        "the other loop, Avro: they need txpipe), profile a py-spy recording of the faust "
+                        "ceiling's whole pass (bench/results/profile-faust.md)")
     p.add_argument("--bad-ratio", type=float, default=0.0,
-                   help="share of bad events in the input (domain.samples), to exercise the dead letters")
+                   help="share of bad events in the input (app.commands.samples), to exercise the dead letters")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})")
     p.add_argument("--quix-commit-interval", type=float, default=1.0,
                    help="the Quix contender's commit_interval, in s (default 1; Quix's own default is 5)")
@@ -963,12 +905,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     # Like the integration tests: hold the stack's test lock shared, so that a disruptive
     # test (exclusive) does not stop a server in the middle of a measurement.
-    import fcntl
-    lock_path = ROOT / ".stack" / "run" / "tests.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        say("waiting for the stack lock (shared; disruptive tests hold it exclusively)")
-        fcntl.flock(handle, fcntl.LOCK_SH)
+    say("waiting for the stack lock (shared; disruptive tests hold it exclusively)")
+    with processes.stack_lock():
         up = subprocess.run([str(ROOT / "scripts" / "stack"), "status"], capture_output=True, text=True)
         if " down " in up.stdout:
             raise SystemExit(f"a server of the stack is down:\n{up.stdout}run: scripts/stack up")

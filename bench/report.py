@@ -92,7 +92,10 @@ def rows_of(r: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
                      f"{b['events']:,} events (time-boxed)"))
     if "faust_ceiling" in r:
         rows.append(("faust ceiling (the pipeline's worker machinery forwarding raw bytes, no processing)",
-                     r["faust_ceiling"], "bench/faust_ceiling.py"))
+                     r["faust_ceiling"], "bench/faust_ceiling.py, faust's noack_take"))
+    if "faust_ceiling_batches" in r:
+        rows.append(("faust ceiling, taking batches as the pipeline's agents do (app.batching.batches)",
+                     r["faust_ceiling_batches"], "bench/faust_ceiling.py, BENCH_TAKE=batches"))
     if "cold_1w" in r:
         c = r["cold_1w"]
         rows.append(("Pipeline, 1 worker, cold cache", c,
@@ -130,7 +133,7 @@ def table(r: dict[str, Any]) -> str:
         return f"; {n} stuck partition(s) rewound by the watchdog (duplicates counted)" if n else ""
 
     bad = r.get("bad_events", 0)
-    content = (f"{bad:,} of them bad (domain.samples' kinds: dead letters)" if bad else "all valid")
+    content = (f"{bad:,} of them bad (app.commands.samples.transactions' kinds: dead letters)" if bad else "all valid")
     out = [f"Run `{r['run']}`: {r['events']:,} events per pass ({r['mean_event_bytes']} B JSON/base64, "
            f"45 fields, {content}, 1,000 accounts of which 20 blocked: enriched with their status, "
            f"not dead-lettered), {r['partitions']} partitions, {r['cpus']} CPUs shared with Kafka, Cassandra "
@@ -160,6 +163,7 @@ def table(r: dict[str, Any]) -> str:
                 out += [f"| Quix ({cache} cache) / passthrough, events/s | "
                         f"{r[q]['rate'] / r['passthrough']['rate']:.2f}× |"]
             out += [f"| Quix worker peak RSS (VmHWM), {cache} cache | {r[q]['vmhwm_mb'][0]} MB |"]
+    out += goals_14(r)
     if not all(k in r for k in FULL):
         return "\n".join(out)
     p, b, c, w, w2 = r["passthrough"], r["baseline"], r["cold_1w"], r["warm_1w"], r["warm_2w"]
@@ -202,6 +206,41 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def goals_14(r: dict[str, Any]) -> list[str]:
+    """Issue 14's goals, each with its figure from this run (those the run measured)."""
+    rows = []
+
+    def row(what: str, value: float, fmt_: str, target: str, met: bool) -> None:
+        rows.append(f"| {what} | {fmt_.format(value)} | {target} | {'met' if met else 'NOT met'} |")
+    if "warm_1w" in r and "quix_warm_1w" in r:
+        x = r["warm_1w"]["cpu_us"] / r["quix_warm_1w"]["cpu_us"]
+        row("txpipe / Quix, worker CPU µs per event, warm cache", x, "{:.2f}×", "≤ 0.67× (at least < 1×)", x <= 0.67)
+        x = r["warm_1w"]["rate"] / r["quix_warm_1w"]["rate"]
+        row("txpipe / Quix, events/s of one worker, warm cache", x, "{:.2f}×", "> 1×", x > 1)
+    if "cold_1w" in r and "quix_1w" in r:
+        x = r["cold_1w"]["cpu_us"] / r["quix_1w"]["cpu_us"]
+        row("txpipe / Quix, worker CPU µs per event, cold cache", x, "{:.2f}×", "≤ 0.67× (at least < 1×)", x <= 0.67)
+    if "warm_1w" in r and "faust_ceiling" in r:
+        x = r["warm_1w"]["cpu_us"] / r["faust_ceiling"]["cpu_us"]
+        row("pipeline / faust ceiling, worker CPU µs per event", x, "{:.2f}×", "≤ 1.6×", x <= 1.6)
+    for run in r.get("latency_runs", [r["latency"]] if "latency" in r else []):
+        rows.append(f"| latency at {run['target_rate']:,.0f} events/s (achieved {run['achieved_rate']:,.0f}): "
+                    f"p50 / p99 | {run['p50_ms']:,.0f} / {run['p99_ms']:,.0f} ms | ≤ 25 / ≤ 100 ms | "
+                    f"{'met' if run['p50_ms'] <= 25 and run['p99_ms'] <= 100 else 'NOT met'} |")
+    if "sales" in r:
+        s = r["sales"]
+        row(f"sales rows/s into PostgreSQL ({s['rows_per_upsert']:.0f} rows per upsert)", s["rows_per_s"],
+            "{:,.0f}", "≥ 20,000", s["rows_per_s"] >= 20_000)
+    if "warm_1w" in r:
+        x = r["warm_1w"]["pg_queries_per_1000"]
+        row("PostgreSQL queries per 1,000 events, warm", x, "{:.2f}", "≤ 1", x <= 1)
+        x = max(r["warm_1w"].get("vmhwm_after_all_mb", 0), *r["warm_1w"]["vmhwm_mb"])
+        row("worker peak RSS (VmHWM)", x, "{:.0f} MB", "≤ 300 MB", x <= 300)
+    if not rows:
+        return []
+    return ["", "| issue 14 goal | this run | target | met? |", "|---|---:|---:|---|", *rows]
+
+
 def plot(r: dict[str, Any], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -236,9 +275,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def profile_md(prof: dict[str, Any]) -> str:
+def profile_md(prof: dict[str, Any], what: str = "1-worker process at full load (warm cache)") -> str:
     out = [f"py-spy (--nonblocking, 97 Hz), {prof['samples']:,} samples py-spy counted as non-idle, of the "
-           "1-worker process at full load (warm cache). Cython code (scylla-driver, faust's "
+           f"{what}. Cython code (scylla-driver, faust's "
            "speedups) has no frames of its own: its time shows as the self time of its Python caller; "
            "`EpollSelector.select` / `LibevLoop._run_loop` leaf time is partly waiting.",
            "", "Threads: " + ", ".join(f"{t} {s:.0%}" for t, s in prof["threads"]), "",
@@ -257,6 +296,11 @@ def write_all(r: dict[str, Any], results: Path) -> None:
         r["profile"] = prof
         prof_text = profile_md(prof)
         (results / "profile.md").write_text(prof_text + "\n")
+    faust_raw = results / "profile-faust.raw.txt"
+    if faust_raw.exists() and faust_raw.stat().st_size:
+        r["profile_faust"] = profile_summary(faust_raw)
+        (results / "profile-faust.md").write_text(profile_md(
+            r["profile_faust"], "faust ceiling (bench/faust_ceiling.py) over its whole pass") + "\n")
     (results / "pipeline.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
     md = "# Pipeline benchmark (bench/pipeline.py)\n\n" + table(r) + "\n"
     if prof_text:

@@ -18,7 +18,7 @@ USER_CLICK: Mapping[str, Any] = {
 }
 
 # A raw Pix transaction in Avro: the same raw field names and value shapes as the JSON
-# events (domain/samples.py::raw_event), so domain/transactions.py::to_transaction
+# events (app/commands/samples/transactions.py::raw_event), so domain/transactions.py::to_transaction
 # validates both alike. The ten mapped fields plus a few carried ones; optional fields are
 # unions with null and a default, so a producer may omit them.
 RAW_TRANSACTION: Mapping[str, Any] = {
@@ -42,7 +42,7 @@ RAW_TRANSACTION: Mapping[str, Any] = {
     ],
 }
 
-# What a producer keeps of a raw event (domain/samples.py::raw_event) to encode it.
+# What a producer keeps of a raw event (app/commands/samples/transactions.py::raw_event) to encode it.
 RAW_TRANSACTION_FIELDS = frozenset(field["name"] for field in RAW_TRANSACTION["fields"])
 
 

@@ -15,16 +15,18 @@ from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPoli
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from app import assets, metrics
+from app.adapters import Adapter
 from app.adapters.rows import DEAD_LETTERS, HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, DeadLetterRow, HistoryRow
 from app.settings import Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
+
 
 log = logging.getLogger(__name__)
 _TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable,
               ConnectionError, OSError)
 
 
-class Cql:
+class Cql(Adapter):
     """One driver session per worker. Connects lazily in a thread (the driver's connect is
     blocking), never blocks the event loop afterwards: statements run with execute_async
     and complete through call_soon_threadsafe; a semaphore bounds what is in flight."""
@@ -69,14 +71,9 @@ class Cql:
         try:
             session = await self.session()
             async with self._slots:
-                return await self._wait(session.execute_async(statement, params))
-        except _TRANSIENT as exc:
-            raise TransientError(f"CQL: {type(exc).__name__}: {exc}") from exc
-        except InvalidRequest as exc:
-            # The server refused the data itself (a value or batch too large, a bad value):
-            # the event's fault, never an outage (app/batching.py finds which event).
-            raise PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE,
-                                 f"the CQL server refused the write: {exc}"[:1000]) from exc
+                return await self._submit(session, statement, params)
+        except (*_TRANSIENT, InvalidRequest) as exc:
+            raise _classified(exc) from exc
 
     async def execute_many(self, statement: PreparedStatement, rows: Iterable[Sequence[Any]]) -> None:
         """Run a prepared statement for each row concurrently (bounded), all or an exception."""
@@ -84,13 +81,42 @@ class Cql:
 
     async def execute_all(self, calls: Iterable[tuple[Any, Sequence[Any]]]) -> None:
         """Run (statement, params) pairs concurrently (bounded by the semaphore); all succeed
-        or one exception is raised, a transient one first (the caller retries them all)."""
-        results = await asyncio.gather(*(self.execute(stmt, params) for stmt, params in calls),
-                                       return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        or one exception is raised, a transient one first (the caller retries them all).
+
+        The driver's futures are awaited as they are, no task or coroutine per statement (the
+        history's writes are a quarter of a request per event): a slot is taken before each
+        submission and given back when its future is settled."""
+        try:
+            session = await self.session()
+        except _TRANSIENT as exc:
+            raise _classified(exc) from exc
+        pending: list[asyncio.Future[list[Any]]] = []
+        failed: Optional[BaseException] = None
+        try:
+            for statement, params in calls:
+                await self._slots.acquire()
+                try:
+                    future = self._submit(session, statement, params)
+                except BaseException:
+                    self._slots.release()
+                    raise
+                future.add_done_callback(self._release)
+                pending.append(future)
+        except (*_TRANSIENT, InvalidRequest) as exc:    # refused at submission: wait for the rest first
+            failed = exc
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        errors = [_classified(r) if isinstance(r, (*_TRANSIENT, InvalidRequest)) else r
+                  for r in (*results, *((failed,) if failed else ())) if isinstance(r, BaseException)]
         if errors:
             transient = [e for e in errors if isinstance(e, TransientError)]
             raise transient[0] if transient else errors[0]
+
+    def _release(self, _: "asyncio.Future[list[Any]]") -> None:
+        self._slots.release()
 
     async def prepare(self, cql: str) -> PreparedStatement:
         if cql not in self._prepared:
@@ -103,10 +129,12 @@ class Cql:
         return self._prepared[cql]
 
     @staticmethod
-    async def _wait(future: ResponseFuture) -> list[Any]:
-        """Every row of the result, all pages (the driver calls back once per page)."""
+    def _submit(session: Session, statement: Any, params: Sequence[Any]) -> "asyncio.Future[list[Any]]":
+        """The statement sent; a future of every row of its result, all pages (the driver
+        calls back once per page, on its own thread)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[Any]] = loop.create_future()
+        future: ResponseFuture = session.execute_async(statement, params)
         rows: list[Any] = []
 
         def settle(result: Optional[list[Any]], exc: Optional[BaseException]) -> None:
@@ -132,7 +160,7 @@ class Cql:
             loop.call_soon_threadsafe(settle, None, exc)
 
         future.add_callbacks(ok, failed)
-        return await done
+        return done
 
     async def migrate(self) -> None:
         """Create the keyspace and apply app/migrations/cql/*.cql (idempotent statements)."""
@@ -219,9 +247,6 @@ class Cql:
             _driver_log.removeFilter(quiet)
         return int(rows[0].count)
 
-    async def drop_keyspace(self) -> None:
-        await self.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}")
-
     async def close(self) -> None:
         if self._cluster is not None:
             cluster, self._cluster, self._session = self._cluster, None, None
@@ -239,6 +264,20 @@ class _WithoutWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.text not in record.getMessage()
+
+
+def _classified(exc: BaseException) -> Exception:
+    """A driver error as the pipeline's error model sees it."""
+    classified: Exception
+    if isinstance(exc, InvalidRequest):
+        # The server refused the data itself (a value or batch too large, a bad value):
+        # the event's fault, never an outage (app/batching.py finds which event).
+        classified = PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE,
+                                    f"the CQL server refused the write: {exc}"[:1000])
+    else:
+        classified = TransientError(f"CQL: {type(exc).__name__}: {exc}")
+    classified.__cause__ = exc
+    return classified
 
 
 def _unlogged(statement: PreparedStatement, rows: Sequence[Sequence[Any]]) -> BatchStatement:

@@ -9,8 +9,10 @@ from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 import asyncpg
 
 from app import assets, metrics
+from app.adapters import Adapter
 from app.settings import Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +48,7 @@ def classify(exc: asyncpg.PostgresError, stage: Stage) -> Exception:
     return exc
 
 
-class Postgres:
+class Postgres(Adapter):
     """Connects lazily (the server may be down when the worker starts) and maps outages
     to TransientError, so callers retry instead of dead-lettering."""
 
@@ -54,7 +56,6 @@ class Postgres:
         self.settings = settings
         self._pool: Optional[asyncpg.Pool] = None
         self._lock = asyncio.Lock()
-        self.queries = 0          # round trips issued, for tests and metrics
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -76,7 +77,6 @@ class Postgres:
             # A bounded wait: a pool that cannot hand out a connection is an outage to retry
             # (and log), never a silent stall.
             async with pool.acquire(timeout=self.settings.postgres_timeout_s) as conn:
-                self.queries += 1
                 return await work(conn)
         except _TRANSIENT as exc:
             raise TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
@@ -151,14 +151,6 @@ class Postgres:
                     "   FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING", count))
 
         return await self.run(work)
-
-    async def enrichment_query_calls(self) -> int:
-        """How many times this database ran the enrichment query (pg_stat_statements, which
-        must be installed in it): the figure behind "one query per batch of misses"."""
-        return int(await self.run(lambda conn: conn.fetchval(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
-            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            "   AND query LIKE '%FROM accounts a JOIN customers c%'")))
 
     @metrics.timed(metrics.postgres_seconds, "get_accounts")
     async def get_accounts(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

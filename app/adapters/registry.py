@@ -8,8 +8,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from app.adapters import Adapter
 from app.settings import Settings
 from domain.errors import TransientError
+
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -27,7 +29,7 @@ class IncompatibleSchema(RegistryError):
     pass
 
 
-class SchemaRegistry:
+class SchemaRegistry(Adapter):
     """One aiohttp session per worker, opened on first use and closed with the worker.
 
     A schema id names immutable content, so `schemas()` asks for each id once per process
@@ -44,7 +46,6 @@ class SchemaRegistry:
         self._by_id: dict[int, str] = {}     # 404s are not kept here: the codec remembers them a while
         self._in_flight: dict[int, asyncio.Future[Optional[str]]] = {}
         self._slots = asyncio.Semaphore(concurrency)
-        self.requests = 0                                    # HTTP requests sent, for tests
 
     # --- reading --------------------------------------------------------------------------
 
@@ -121,7 +122,7 @@ class SchemaRegistry:
         raise RegistryError(f"schema registry: looking up {subject!r} answered {status}: {_message(body)}")
 
     async def compatibility_level(self, subject: str) -> str:
-        """The subject's compatibility level, else the global one ('?' when unknown)."""
+        """The subject's compatibility level, else the registry-wide one ('?' when unknown)."""
         for path in (f"/config/{quote(subject, safe='')}", "/config"):
             try:
                 status, body = await self._request("GET", path)
@@ -136,7 +137,7 @@ class SchemaRegistry:
         await self._request("DELETE", f"/subjects/{quote(subject, safe='')}")
 
     async def ping(self) -> None:
-        """One cheap request (the global compatibility level), for readiness probes; raises
+        """One cheap request (the registry-wide compatibility level), for readiness probes; raises
         TransientError when the registry is unreachable, RegistryError when it refuses us."""
         status, body = await self._request("GET", "/config")
         if status != 200:
@@ -151,7 +152,6 @@ class SchemaRegistry:
                                                   headers={"Accept": CONTENT_TYPE})
         try:
             async with self._slots:
-                self.requests += 1
                 headers = {"Content-Type": CONTENT_TYPE} if json is not None else None
                 async with self._session.request(method, self.url + path, json=json, headers=headers) as resp:
                     try:

@@ -11,9 +11,8 @@ from app.adapters.registry import RegistryError
 from app.commands.producing import send_all
 from app.kafka_security import check_broker_access
 from app.main import app, settings
-from app.resources import clicks_avro, registry
 from app.topics import clicks_in
-from domain.clicks import bad_avro, sample_clicks
+from app.commands.samples.clicks import bad_avro, sample_clicks
 from domain.errors import TransientError
 
 
@@ -35,11 +34,12 @@ async def send_clicks(self: AppCommand, count: int, users: int, urls: int, bad_r
     await check_broker_access(settings)   # commands start the producer before the App's own check
     await clicks_in.maybe_declare()
     topic = clicks_in.get_topic_name()
-    try:
-        encoder = await clicks_avro.use_schema(topic, auto_register=settings.schema_auto_register)
-    except (RegistryError, TransientError) as exc:
-        await registry.close()
-        raise SystemExit(f"send-clicks: {exc}") from None
+    clicks_avro = app.resources.clicks_avro
+    async with app.resources.registry:
+        try:
+            encoder = await clicks_avro.use_schema(topic, auto_register=settings.schema_auto_register)
+        except (RegistryError, TransientError) as exc:
+            raise SystemExit(f"send-clicks: {exc}") from None
     rng = random.Random(seed)
     spoiled: collections.Counter[str] = collections.Counter()
 
@@ -51,10 +51,6 @@ async def send_clicks(self: AppCommand, count: int, users: int, urls: int, bad_r
                 spoiled[reason.value] += 1
             yield datum["user_id"].encode(), value
 
-    try:
-        await send_all(topic, messages(), desc=f"sending to {topic} (schema id {encoder.schema_id})",
-                       total=count)
-    finally:
-        await registry.close()
+    await send_all(topic, messages(), desc=f"sending to {topic} (schema id {encoder.schema_id})", total=count)
     if spoiled:
         print("spoiled on purpose: " + ", ".join(f"{n} {reason}" for reason, n in sorted(spoiled.items())))

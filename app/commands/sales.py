@@ -10,7 +10,7 @@ from faust.cli import AppCommand, option
 from app.commands.producing import send_all
 from app.main import app
 from app.topics import sales_orders
-from domain.sales_samples import order_samples, sample_file
+from app.commands.samples.sales import order_samples, sample_file
 
 # In the source checkout (the commands run from there); an installed package has no sample file
 # and needs none: the sample is sample_file(), deterministic.

@@ -17,7 +17,7 @@ from app.kafka_tools import message_counts, read_all
 from app.main import app, settings
 from app.topics import dead_letters, sinks, transactions_in
 from domain.errors import TransientError
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from domain.transactions import decode
 from models.avro_schemas import RAW_TRANSACTION_FIELDS
 
@@ -39,13 +39,12 @@ async def send_transactions(self: AppCommand, count: int, bad_ratio: float, avro
     encoder = None
     if avro_ratio > 0:
         from app.adapters.registry import RegistryError
-        from app.resources import registry, transactions_avro
-        try:
-            encoder = await transactions_avro.use_schema(topic, auto_register=settings.schema_auto_register)
-        except (RegistryError, TransientError) as exc:
-            raise SystemExit(f"send-transactions: {exc}") from None
-        finally:
-            await registry.close()
+        async with app.resources as resources:
+            try:
+                encoder = await resources.transactions_avro.use_schema(
+                    topic, auto_register=settings.schema_auto_register)
+            except (RegistryError, TransientError) as exc:
+                raise SystemExit(f"send-transactions: {exc}") from None
     rng = random.Random(seed)
 
     def messages() -> Iterator[tuple[Optional[bytes], bytes]]:
@@ -87,35 +86,29 @@ async def report(self: AppCommand, total: bool, until_total: int, timeout: float
     for reason, n in reasons.most_common():
         print(f"  dead letters, {reason:30s} {n:>6d}")
 
-    from app.resources import cql
-    try:
-        history = await cql.count_history()
-        print(f"{'ScyllaDB/Cassandra history rows (by event id)':45s} {history:>8d}")
-        latest = await read_all(settings.kafka_brokers, names[0], **auth)
-        if latest:
-            print("\nan enriched payment, as the sink topic holds it:")
-            print(orjson.dumps(orjson.loads(latest[-1].value), option=orjson.OPT_INDENT_2).decode())
-    except TransientError as exc:
-        print(f"(history not readable: {exc})")
-    finally:
-        await cql.close()
+    async with app.resources.cql as cql:
+        try:
+            history = await cql.count_history()
+            print(f"{'ScyllaDB/Cassandra history rows (by event id)':45s} {history:>8d}")
+            latest = await read_all(settings.kafka_brokers, names[0], **auth)
+            if latest:
+                print("\nan enriched payment, as the sink topic holds it:")
+                print(orjson.dumps(orjson.loads(latest[-1].value), option=orjson.OPT_INDENT_2).decode())
+        except TransientError as exc:
+            print(f"(history not readable: {exc})")
 
 
 @app.command()
 async def migrate(self: AppCommand) -> None:
     """Apply the PostgreSQL migrations and create the CQL keyspace and tables."""
-    from app.resources import cql, postgres
-
-    try:
-        applied = await postgres.migrate()
-        await cql.migrate()
-    except TransientError as exc:
-        raise SystemExit(f"migrate: {exc} (is the stack up? scripts/stack status)") from None
-    except MissingAssetError as exc:
-        raise SystemExit(f"migrate: {exc}") from None
-    finally:
-        await postgres.close()
-        await cql.close()
+    async with app.resources as resources:
+        try:
+            applied = await resources.postgres.migrate()
+            await resources.cql.migrate()
+        except TransientError as exc:
+            raise SystemExit(f"migrate: {exc} (is the stack up? scripts/stack status)") from None
+        except MissingAssetError as exc:
+            raise SystemExit(f"migrate: {exc}") from None
     print(f"PostgreSQL: {', '.join(applied) or 'up to date'}; CQL keyspace {settings.cql_keyspace}: ready")
 
 
@@ -125,15 +118,12 @@ async def migrate(self: AppCommand) -> None:
 )
 async def seed_accounts(self: AppCommand, count: int) -> None:
     """Insert demo customers and accounts (idempotent: existing ids are left alone)."""
-    from app.resources import postgres
-
-    try:
-        await postgres.migrate()
-        status = await postgres.seed_demo_accounts(count)
-    except TransientError as exc:
-        raise SystemExit(f"seed-accounts: {exc} (is the stack up? scripts/stack status)") from None
-    finally:
-        await postgres.close()
+    async with app.resources.postgres as postgres:
+        try:
+            await postgres.migrate()
+            status = await postgres.seed_demo_accounts(count)
+        except TransientError as exc:
+            raise SystemExit(f"seed-accounts: {exc} (is the stack up? scripts/stack status)") from None
     print(f"accounts: {status}")
 
 
@@ -148,18 +138,16 @@ async def replay_dead_letters(self: AppCommand, reason: Optional[str], stage: Op
                               limit: int, dry_run: bool) -> None:
     """Send chosen dead letters' original bytes back to their source topic."""
     from app import replay
-    from app.resources import cql
 
-    try:
-        await app.maybe_start_producer()
-        chosen = await replay.find(cql, replay.Selection.last_days(days, reason=reason, stage=stage, limit=limit))
-        if dry_run:
-            for row in chosen:
-                print(f"{row.source_topic}/{row.source_partition}@{row.source_offset} {row.reason}: {row.error}")
-        else:
-            await replay.send_back(app.producer, tqdm(chosen, desc="replaying", unit="ev"), cql=cql)
-    except TransientError as exc:
-        raise SystemExit(f"replay-dead-letters: {exc}") from None
-    finally:
-        await cql.close()
+    async with app.resources.cql as cql:
+        try:
+            await app.maybe_start_producer()
+            chosen = await replay.find(cql, replay.Selection.last_days(days, reason=reason, stage=stage, limit=limit))
+            if dry_run:
+                for row in chosen:
+                    print(f"{row.source_topic}/{row.source_partition}@{row.source_offset} {row.reason}: {row.error}")
+            else:
+                await replay.send_back(app.producer, tqdm(chosen, desc="replaying", unit="ev"), cql=cql)
+        except TransientError as exc:
+            raise SystemExit(f"replay-dead-letters: {exc}") from None
     print(f"{'would replay' if dry_run else 'replayed'} {len(chosen)} dead letters")

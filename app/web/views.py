@@ -20,10 +20,9 @@ from cassandra.util import Date as CqlDate
 from faust import web
 from prometheus_client.exposition import choose_encoder
 
-from app import metrics, observability, replay
-from app.web import health, status_page
+from app import metrics, replay
+from app.web import status_page
 from app.main import app, settings
-from app.resources import cql
 from app.tables import accounts_cache
 from domain.enrichment import is_fresh
 from domain.errors import TransientError
@@ -61,7 +60,7 @@ async def index_view(self: web.View, request: web.Request) -> web.Response:
 @app.page("/health")
 async def health_view(self: web.View, request: web.Request) -> web.Response:
     """Liveness: 200 while the worker runs, 503 once it crashed or is stopping."""
-    ok, detail = health.alive()
+    ok, detail = app.health.alive()
     return self.json({"status": "ok" if ok else "failing", "detail": detail}, status=200 if ok else 503)
 
 
@@ -69,7 +68,7 @@ async def health_view(self: web.View, request: web.Request) -> web.Response:
 async def ready_view(self: web.View, request: web.Request) -> web.Response:
     """Readiness: 200 when partitions are assigned, tables recovered and PostgreSQL, the CQL
     server and the schema registry answer; 503 with the failing checks otherwise."""
-    readiness = await health.readiness()
+    readiness = await app.health.readiness()
     return self.json(readiness.asdict(), status=200 if readiness.ready else 503)
 
 
@@ -77,7 +76,7 @@ if settings.metrics_enabled:
     @app.page("/metrics")
     async def metrics_view(self: web.View, request: web.Request) -> web.Response:
         """Prometheus text format: the pipeline's metrics, faust's sensor, the process."""
-        await observability.refresh_for_scrape()
+        await app.observability.refresh_for_scrape()
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))   # OpenMetrics if asked
         return self.bytes(encoder(metrics.registry), headers={"Content-Type": content_type})
 
@@ -85,7 +84,7 @@ if settings.metrics_enabled:
 @app.page("/stats")
 async def stats_view(self: web.View, request: web.Request) -> web.Response:
     """This worker's pipeline figures as JSON."""
-    return self.json(await observability.stats())
+    return self.json(await app.observability.stats())
 
 
 async def _peer_stats(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -99,7 +98,7 @@ async def _peer_stats(session: aiohttp.ClientSession, url: str) -> dict[str, Any
 @app.page("/status")
 async def status_view(self: web.View, request: web.Request) -> web.Response:
     """The HTML status page: this worker, and the other workers of the group when known."""
-    own = await observability.stats()
+    own = await app.observability.stats()
     me = str(app.conf.canonical_url).rstrip("/")
     peers = sorted(url.rstrip("/") for url in app.router.tables_metadata() if url.rstrip("/") != me)
     timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
@@ -142,7 +141,7 @@ class AccountHistory(web.View):
         if limit is None:
             return self.error(400, f"limit must be an integer between 1 and {HISTORY_LIMIT_MAX}")
         try:
-            rows = await cql.account_history(account_id, limit=limit)
+            rows = await app.resources.cql.account_history(account_id, limit=limit)
         except TransientError as exc:
             return _unavailable(self, exc)
         return self.json({"account_id": account_id, "count": len(rows), "events": [_jsonable(r) for r in rows]})
@@ -154,7 +153,7 @@ class EventHistory(web.View):
 
     async def get(self, request: web.Request, event_id: str) -> web.Response:
         try:
-            row = await cql.event_history(event_id)
+            row = await app.resources.cql.event_history(event_id)
         except TransientError as exc:
             return _unavailable(self, exc)
         if row is None:
@@ -182,7 +181,7 @@ class DeadLetters(web.View):
         except ValueError as exc:
             return self.error(400, str(exc))
         try:
-            rows = await replay.find(cql, selection)
+            rows = await replay.find(app.resources.cql, selection)
         except TransientError as exc:
             return _unavailable(self, exc)
         return self.json({"selection": _describe(selection), "count": len(rows),
@@ -233,11 +232,11 @@ class ReplayDeadLetters(web.View):
         except ValueError as exc:
             return self.error(400, str(exc))
         try:
-            rows = await replay.find(cql, selection)
+            rows = await replay.find(app.resources.cql, selection)
             if dry_run:
                 return self.json({"dry_run": True, "selection": _describe(selection), "would_replay": len(rows),
                                   "dead_letters": [_dead_letter_json(r) for r in rows]})
-            sent = await replay.send_back(app.producer, rows, cql=cql)
+            sent = await replay.send_back(app.producer, rows, cql=app.resources.cql)
         except TransientError as exc:
             return _unavailable(self, exc)
         log.warning("replayed %d dead letters over HTTP (%s)", sent, _describe(selection))

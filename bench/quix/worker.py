@@ -257,7 +257,7 @@ def build(history: CqlHistorySink, prewarm: int = 0) -> Application:
     lookup = AccountLookup(**postgres_args(env("BENCH_POSTGRES_DSN")), cache_size=100_000)
     accounts = {"account": AccountField(query=ACCOUNT_QUERY, ttl=float(env("BENCH_CACHE_TTL_S", "300")))}
     for n in range(prewarm):        # a warm cache, as in a worker that has run for a while
-        account = f"acc-{n:06d}"    # domain.samples.account_id
+        account = f"acc-{n:06d}"    # app.commands.samples.transactions.account_id
         lookup.join(accounts, account, {"account_id": account, "error": None}, None, 0, [])
 
     sdf = app.dataframe(source)

@@ -5,12 +5,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from cassandra.cluster import Cluster
 
 from app.kafka_security import aiokafka_auth
-from app.kafka_tools import bootstrap, message_counts, read_all
-from tests.integration.support import wait_until
+from app.kafka_tools import message_counts, read_all
+from devtools import kafka, stores
+from devtools.processes import wait_until
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -22,27 +21,17 @@ def millis(moment: datetime) -> int:
 
 
 async def produce(settings: Any, records: Iterable[tuple[Optional[bytes], Optional[bytes]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings.kafka_brokers), acks="all",
-                                linger_ms=5, **aiokafka_auth(settings))
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(settings.topic(settings.clicks_topic), value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await kafka.produce(settings.kafka_brokers, settings.topic(settings.clicks_topic), records,
+                        **aiokafka_auth(settings))
 
 
 def cql_rows(settings: Any, query: str) -> list[Any]:
-    cluster = Cluster(list(settings.cql_hosts), port=settings.cql_port, protocol_version=4)
     try:
-        return list(cluster.connect().execute(query.format(ks=settings.cql_keyspace), timeout=60))
+        return stores.cql_rows(settings, query)
     except Exception as exc:  # noqa: BLE001 - the keyspace/table may not exist yet while waiting
         if "does not exist" in str(exc) or "unconfigured table" in str(exc):
             return []
         raise
-    finally:
-        cluster.shutdown()
 
 
 def history(settings: Any) -> list[Any]:

@@ -6,18 +6,18 @@ start, the session fails here, it never skips.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-import asyncpg
 import pytest
 
-from app.kafka_tools import delete_topics
-from tests.integration.support import ROOT, Worker, free_port
+from devtools.kafka import delete_topics
+from devtools import processes
+from devtools.processes import ROOT, Worker, free_port, stack_env
+from devtools.stores import create_database, drop_database, drop_keyspace, seed_accounts
 
 
 @pytest.hookimpl(wrapper=True)
@@ -39,17 +39,12 @@ def stack() -> dict[str, str]:
     """Start (or find running) the whole local stack; its settings as APP_* variables."""
     # Under the shared test lock: a disruptive test of another session may have stopped a
     # server on purpose, and `up` must not restart it under that test's feet.
-    lock_path = ROOT / ".stack" / "run" / "tests.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
+    with processes.stack_lock():
         up = subprocess.run([str(ROOT / "scripts" / "stack"), "up"], capture_output=True, text=True)
     if up.returncode != 0:
         pytest.fail(f"scripts/stack up failed (rc {up.returncode}):\n{up.stdout}\n{up.stderr}",
                     pytrace=False)
-    env = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], capture_output=True, text=True,
-                         check=True).stdout
-    return dict(line.split("=", 1) for line in env.splitlines() if "=" in line)
+    return stack_env()
 
 
 @pytest.fixture
@@ -65,33 +60,16 @@ def stack_lock(request: pytest.FixtureRequest) -> Iterator[None]:
     if "tests/integration" not in str(request.node.fspath):
         yield
         return
-    lock_path = ROOT / ".stack" / "run" / "tests.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        exclusive = request.node.get_closest_marker("disruptive") is not None
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with processes.stack_lock(exclusive=request.node.get_closest_marker("disruptive") is not None):
+        yield
 
 
 @pytest.fixture
 def pg_dsn(stack: dict[str, str], run_id: str) -> Iterator[str]:
     """A fresh PostgreSQL database for this test (migrations are the app's job)."""
-    admin_dsn = stack["APP_POSTGRES_DSN"].rsplit("/", 1)[0] + "/postgres"
-    name = f"t{run_id}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    dsn = asyncio.run(create_database(stack["APP_POSTGRES_DSN"], f"t{run_id}"))
+    yield dsn
+    asyncio.run(drop_database(dsn))
 
 
 @pytest.fixture
@@ -111,19 +89,10 @@ def app_env(stack: dict[str, str], run_id: str, tmp_path: Path, pg_dsn: str) -> 
         "APP_BATCH_WAIT_S": "0.05",
     }
     yield env
-    drop_keyspace(env)
+    from app.settings import Settings
+    drop_keyspace(Settings.load(env))
     # The test's topics: its prefix's, and faust's own (changelogs, assignor) named after APP_ID.
     asyncio.run(delete_topics(env["APP_KAFKA_BROKERS"], [env["APP_TOPIC_PREFIX"], env["APP_ID"] + "-"]))
-
-
-def drop_keyspace(env: dict[str, str]) -> None:
-    from cassandra.cluster import Cluster
-
-    cluster = Cluster([env["APP_CQL_HOSTS"]], port=int(env["APP_CQL_PORT"]), protocol_version=4)
-    try:
-        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {env['APP_CQL_KEYSPACE']}", timeout=60)
-    finally:
-        cluster.shutdown()
 
 
 @pytest.fixture
@@ -169,19 +138,7 @@ def event_loop_run() -> Iterator[Any]:
 @pytest.fixture
 def accounts(settings: Any) -> int:
     """The test database migrated and seeded with demo accounts acc-000000..acc-000999."""
-    from app.adapters.postgres import Postgres
-    from tests.integration.pipeline import seed_accounts
-
-    async def seed() -> None:
-        pg = Postgres(settings)
-        try:
-            await pg.migrate()
-            await pg.run(lambda conn: conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        finally:
-            await pg.close()
-        await seed_accounts(settings, 1000)
-
-    asyncio.run(seed())
+    asyncio.run(seed_accounts(settings, 1000, migrate=True, count_queries=True))
     return 1000
 
 

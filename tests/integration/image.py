@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Mapping, Optional
 
-from tests.integration.support import ROOT
+from devtools.processes import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 # The system's Python, not a virtualenv's or pyenv's: the image's user must be able to run it

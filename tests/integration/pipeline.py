@@ -1,18 +1,17 @@
 """Producing samples and reading every place an event can end up, for the pipeline tests."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import collections
 from typing import Any, Iterable, Optional
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from cassandra.cluster import Cluster
 
-from app.kafka_tools import bootstrap, message_counts, read_all
+from app.kafka_tools import message_counts, read_all
+from devtools import kafka
+from devtools.stores import cql_rows, enrichment_query_calls, seed_accounts  # noqa: F401 - the tests' helpers
 from domain.errors import Reason
-from domain.samples import Sample
+from app.commands.samples.transactions import Sample
 from models.transaction import CATEGORIES
 
 
@@ -26,26 +25,12 @@ def expected_reason(sample: Sample, known_accounts: int) -> Optional[Reason]:
 async def produce(settings: Any, samples: Iterable[Sample], pace: Optional[tuple[int, float]] = None,
                   topic: Optional[str] = None) -> None:
     """Send samples keyed by account id; `pace=(n, s)` sleeps s seconds after every n."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings.kafka_brokers), acks="all",
-                                linger_ms=5)
-    await producer.start()
-    try:
-        name = topic or settings.topic(settings.input_topics[0])
-        for i, s in enumerate(samples, 1):
-            await producer.send(name, s.value, key=s.key)
-            if pace and i % pace[0] == 0:
-                await asyncio.sleep(pace[1])
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def output_topics(settings: Any) -> list[str]:
-    return [settings.sink_topic(c) for c in CATEGORIES] + [settings.topic(settings.dlq_topic)]
+    await kafka.produce(settings.kafka_brokers, topic or settings.topic(settings.input_topics[0]),
+                        ((s.key, s.value) for s in samples), pace=pace)
 
 
 async def output_count(settings: Any) -> int:
-    return sum((await message_counts(settings.kafka_brokers, output_topics(settings))).values())
+    return sum((await message_counts(settings.kafka_brokers, kafka.output_topics(settings))).values())
 
 
 async def forwarded(settings: Any) -> collections.Counter[str]:
@@ -66,14 +51,6 @@ async def dead_letter_topic(settings: Any) -> list[dict[str, Any]]:
                                                           settings.topic(settings.dlq_topic))]
 
 
-def cql_rows(settings: Any, query: str) -> list[Any]:
-    cluster = Cluster(list(settings.cql_hosts), port=settings.cql_port, protocol_version=4)
-    try:
-        return list(cluster.connect().execute(query.format(ks=settings.cql_keyspace), timeout=60))
-    finally:
-        cluster.shutdown()
-
-
 def history_counts(settings: Any) -> tuple[collections.Counter[str], collections.Counter[str]]:
     """Rows per event id in history_by_event and in history_by_account."""
     by_event = collections.Counter(r.event_id for r in cql_rows(settings, "SELECT event_id FROM {ks}.history_by_event"))
@@ -90,23 +67,5 @@ def original_value(row: Any) -> bytes:
     return base64.b64decode(row.value_b64)
 
 
-async def account_queries(settings: Any) -> int:
-    """Calls of the accounts enrichment query in this test's database (pg_stat_statements)."""
-    from app.adapters.postgres import Postgres
-
-    pg = Postgres(settings)
-    try:
-        return await pg.enrichment_query_calls()
-    finally:
-        await pg.close()
-
-
-async def seed_accounts(settings: Any, count: int) -> None:
-    """Demo accounts acc-000000..acc-<count-1> in the test's database (existing ids kept)."""
-    from app.adapters.postgres import Postgres
-
-    pg = Postgres(settings)
-    try:
-        await pg.seed_demo_accounts(count)
-    finally:
-        await pg.close()
+# Calls of the accounts enrichment query in this test's database (pg_stat_statements).
+account_queries = enrichment_query_calls

@@ -6,6 +6,7 @@ from typing import Any
 
 from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
+from devtools.counting import CountingPostgres
 from domain.errors import PermanentError, Reason
 
 
@@ -27,7 +28,7 @@ def test_cql_reads_every_page_and_bounds_concurrency(settings: Any) -> None:
 
 def test_postgres_migrations_are_idempotent_and_get_accounts_is_one_query(settings: Any) -> None:
     async def scenario() -> tuple[list[str], list[str], dict[str, Any], int]:
-        pg = Postgres(settings)
+        pg = CountingPostgres(settings)
         try:
             first = await pg.migrate()
             again = await pg.migrate()

@@ -24,11 +24,12 @@ from app.adapters.cql import Cql
 from app.adapters.postgres import Postgres
 from app.adapters.registry import SchemaRegistry
 from app.avro import AvroCodec
-from app.kafka_tools import bootstrap, create_topics
+from app.kafka_tools import bootstrap
+from devtools.kafka import create_topics
 from app.outputs import Headers, Outputs
 from domain.errors import PermanentError
 from domain.sales import parse_order
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from domain.transactions import FIELD_MAP, decode
 from models.avro_schemas import RAW_TRANSACTION
 from models.transaction import CATEGORIES

@@ -15,7 +15,7 @@ import pytest
 from app.adapters.registry import IncompatibleSchema, SchemaNotRegistered, SchemaRegistry
 from app.avro import AvroCodec, subject_for
 from domain.avro import frame
-from domain.clicks import sample_clicks
+from app.commands.samples.clicks import sample_clicks
 from domain.errors import Reason
 from models.avro_schemas import RAW_TRANSACTION, RAW_TRANSACTION_FIELDS, USER_CLICK
 from tests.integration.clicks import (
@@ -27,7 +27,8 @@ from tests.integration.clicks import (
     url_counts,
     wait_for_history,
 )
-from tests.integration.support import FAUST, ROOT, wait_until
+from devtools.counting import CountingRegistry
+from devtools.processes import FAUST, ROOT, wait_until
 
 V2 = {**USER_CLICK, "fields": [*USER_CLICK["fields"],
                                {"name": "referrer", "type": ["null", "string"], "default": None}]}
@@ -191,7 +192,7 @@ def test_avro_transactions_codec_against_the_registry(settings: Any, event_loop_
     validate like JSON. A fresh codec (empty cache) fetches the schema once by id."""
     import random
 
-    from domain.samples import raw_event
+    from app.commands.samples.transactions import raw_event
     from domain.transactions import decode, to_transaction
 
     topic = settings.topic(settings.input_topics[0])
@@ -207,7 +208,7 @@ def test_avro_transactions_codec_against_the_registry(settings: Any, event_loop_
                       for e in events]
         finally:
             await registry.close()
-        registry = SchemaRegistry(settings)
+        registry = CountingRegistry(settings)
         try:
             consumer = AvroCodec(registry, RAW_TRANSACTION)
             await consumer.prefetch(values + [frame(0x7FFFFFF2, b"")])

@@ -31,7 +31,7 @@ from app.kafka_tools import read_all
 from app.settings import ROOT, Settings
 from tests.integration.image import Image, build
 from tests.integration.pipeline import cql_rows, forwarded, history_counts, output_count
-from tests.integration.support import wait_until
+from devtools.processes import wait_until
 
 SERVERS = ("APP_KAFKA_BROKERS", "APP_POSTGRES_DSN", "APP_CQL_HOSTS", "APP_CQL_PORT", "APP_SCHEMA_REGISTRY_URL")
 ISOLATION = ("APP_ID", "APP_TOPIC_PREFIX", "APP_CQL_KEYSPACE", "APP_WEB_PORT")
@@ -162,7 +162,9 @@ def test_the_image_runs_a_worker_with_the_compose_environment(image: Image, app_
 
         # The worker migrated the fresh database and keyspace itself (APP_MIGRATE_ON_START).
         asyncio.run(wait_until(lambda: _migrated(env["APP_POSTGRES_DSN"]), 60, "the worker's PostgreSQL migrations"))
-        assert {"history_by_account", "history_by_event", "dead_letters"} <= cql_tables(settings)
+        # then the keyspace (after PostgreSQL's, so it may take a moment more on a loaded machine)
+        wanted = {"history_by_account", "history_by_event", "dead_letters"}
+        asyncio.run(wait_until(lambda: wanted <= cql_tables(settings), 60, "the worker's CQL migrations"))
 
         # End to end, with the image's own commands.
         for args in (["seed-accounts", "--count", "100"],

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from app.adapters.cql import Cql
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from tests.integration.pipeline import output_count, produce
-from tests.integration.support import FAUST, ROOT, wait_until
+from devtools.processes import FAUST, ROOT, wait_until
 
 
 def test_the_root_of_a_worker_leads_to_the_status_page(workers: Any, settings: Any, event_loop_run: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from app.settings import Settings
 from tests.integration.clicks import dead_letters, url_counts
-from tests.integration.support import FAUST, ROOT, wait_until
+from devtools.processes import FAUST, ROOT, wait_until
 
 REFUSED = "refused the SCRAM-SHA-512 credentials of user"
 

@@ -11,18 +11,18 @@ from decimal import Decimal
 from typing import Any, Optional
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from app.adapters.registry import SchemaRegistry
 from app.avro import AvroCodec
-from app.kafka_tools import bootstrap, read_all
-from domain.clicks import sample_clicks
-from domain.samples import samples
+from app.kafka_tools import read_all
+from app.commands.samples.clicks import sample_clicks
+from app.commands.samples.transactions import samples
 from domain.transactions import decode
 from models.avro_schemas import USER_CLICK
 from tests.integration.clicks import history as click_history
 from tests.integration.pipeline import cql_rows, forwarded, stored_dead_letters
-from tests.integration.support import wait_until
+from devtools.kafka import produce
+from devtools.processes import wait_until
 from tests.integration.test_sales import sales_table
 from tests.integration.web import http, wait_ready
 
@@ -33,15 +33,8 @@ WITHIN_S = 10.0
 
 async def send(settings: Any, topic: str, records: list[tuple[int, Optional[bytes], bytes]]) -> float:
     """(partition, key, value) records, in order; returns when the last one was acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings.kafka_brokers), acks="all",
-                                max_request_size=2 * 1024 * 1024)
-    await producer.start()
-    try:
-        for partition, key, value in records:
-            await producer.send(topic, value, key=key, partition=partition)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce(settings.kafka_brokers, topic, [(key, value, partition) for partition, key, value in records],
+                  linger_ms=0, max_request_size=2 * 1024 * 1024)
     return time.monotonic()
 
 

@@ -16,9 +16,9 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from tests.integration.pipeline import output_count, produce
-from tests.integration.support import ROOT, free_port, wait_until
+from devtools.processes import ROOT, free_port, wait_until
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 

@@ -12,10 +12,10 @@ import urllib.request
 from typing import Any
 
 from app.kafka_tools import read_all
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from models.transaction import CATEGORIES
 from tests.integration.pipeline import output_count, produce
-from tests.integration.support import Worker, free_port, wait_until
+from devtools.processes import Worker, free_port, wait_until
 from tests.integration.test_transactions_pipeline import check_outcomes_after_restart
 
 PAUSE_LIMIT_S = 5.0

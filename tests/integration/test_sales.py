@@ -14,11 +14,12 @@ from typing import Any, Iterable, Optional
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.kafka_tools import bootstrap, create_topics, read_all
-from domain.sales_samples import OrderSample, expected_table, order_samples
-from tests.integration.support import FAUST, ROOT, wait_until
+from app.kafka_tools import bootstrap, read_all
+from devtools import kafka
+from app.commands.samples.sales import OrderSample, expected_table, order_samples
+from devtools.processes import FAUST, ROOT, wait_until
 
 GRACE_S = 15          # an orchestrator's grace period between SIGTERM and SIGKILL
 UPSERT_STATS = (
@@ -56,24 +57,16 @@ async def rows_per_batch(settings: Any) -> collections.Counter[int]:
 
 async def create_topic(settings: Any) -> None:
     """The sales topic as the worker would declare it, for a backlog sent before it starts."""
-    await create_topics(settings.kafka_brokers, [settings.topic(settings.sales_topic)], settings.topic_partitions,
+    await kafka.create_topics(settings.kafka_brokers, [settings.topic(settings.sales_topic)], settings.topic_partitions,
                         settings.topic_replicas)
 
 
 async def produce(settings: Any, samples: Iterable[OrderSample],
                   pace: Optional[tuple[int, float]] = None) -> list[tuple[int, int]]:
     """Send the orders keyed by order number; their (partition, offset), in order."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings.kafka_brokers), acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = []
-        for i, s in enumerate(samples, 1):
-            futures.append(await producer.send(settings.topic(settings.sales_topic), s.value, key=s.key))
-            if pace and i % pace[0] == 0:
-                await asyncio.sleep(pace[1])
-        return [(m.partition, m.offset) for m in await asyncio.gather(*futures)]
-    finally:
-        await producer.stop()
+    sent = await kafka.produce(settings.kafka_brokers, settings.topic(settings.sales_topic),
+                               ((s.key, s.value) for s in samples), pace=pace)
+    return [(m.partition, m.offset) for m in sent]
 
 
 async def dead_letters(settings: Any) -> list[dict[str, Any]]:

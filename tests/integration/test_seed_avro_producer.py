@@ -18,7 +18,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 
 from models.avro_schemas import SEED_USER_CLICK
 from tests.integration.clicks import dead_letters, history, millis
-from tests.integration.support import wait_until
+from devtools.processes import wait_until
 
 CLICKS = 5
 

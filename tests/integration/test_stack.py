@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cassandra.cluster import Cluster
 
 from app.kafka_tools import bootstrap
-from tests.integration.support import ROOT
+from devtools.processes import ROOT
 
 
 def test_kafka_round_trip(stack: dict[str, str], run_id: str, event_loop_run: Any) -> None:

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from app.kafka_tools import create_topics
-from domain.samples import samples
+from devtools.kafka import create_topics
+from app.commands.samples.transactions import samples
 from tests.integration.pipeline import (account_queries, dead_letter_topic, expected_reason,
                                         forwarded, history_counts, original_value, output_count,
                                         produce, seed_accounts, stored_dead_letters)
-from tests.integration.support import ROOT, wait_until
+from devtools.processes import ROOT, wait_until
 
 
 def split(data: list[Any], known: int) -> tuple[set[str], dict[bytes, str]]:

@@ -14,11 +14,11 @@ from typing import Any, Optional
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from domain.samples import Sample, samples
+from app.commands.samples.transactions import Sample, samples
 from domain.transactions import EVENT_TYPES, decode
 from tests.integration.pipeline import (dead_letter_topic, expected_reason, forwarded, output_count, produce,
                                         seed_accounts, stored_dead_letters)
-from tests.integration.support import ROOT, wait_until
+from devtools.processes import ROOT, wait_until
 from tests.integration.web import http, metrics_of, total, url_of, wait_ready
 
 CHROMIUM = "/usr/bin/chromium"

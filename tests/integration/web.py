@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.support import Worker, wait_until
+from devtools.processes import Worker, wait_until
 
 
 class Reply:

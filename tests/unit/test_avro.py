@@ -217,7 +217,7 @@ def test_avro_transactions_go_through_the_transactions_seam() -> None:
     """domain/transactions.decode(raw, avro=codec.decode) then to_transaction, as for JSON."""
     import random
 
-    from domain.samples import raw_event
+    from app.commands.samples.transactions import raw_event
     from domain.transactions import decode, to_transaction
 
     registry = FakeRegistry()

@@ -145,7 +145,10 @@ def test_an_agent_whose_loop_raises_is_marked_dead() -> None:
     progress = Progress()
 
     class Broken:
-        def noack_take(self, size: int, within: float) -> Any:
+        enable_acks = True
+        channel = SimpleNamespace(queue=SimpleNamespace(empty=lambda: True))
+
+        def __aiter__(self) -> Any:
             async def gen() -> Any:
                 raise RuntimeError("stream broke")
                 yield  # pragma: no cover
@@ -179,3 +182,76 @@ def test_an_event_whose_dead_letter_also_fails_is_counted_and_the_batch_goes_on(
     asyncio.run(scenario())
     assert done == [0, 2, 3], "the batch completed without the event at fault"
     assert metrics.isolated[("dlq-test", "isolation_failed")] == before + 1
+
+
+class _QueuedStream:
+    """A stream whose queue is a list of arrivals: each `None` is a pause (nothing queued)."""
+
+    def __init__(self, arrivals: list[Any]) -> None:
+        self.arrivals = list(arrivals)
+        self.enable_acks = True
+        self.current_event: Any = None
+        self.channel = SimpleNamespace(queue=SimpleNamespace(empty=self._empty))
+
+    def _empty(self) -> bool:
+        return not self.arrivals or self.arrivals[0] is None
+
+    def __aiter__(self) -> Any:
+        async def gen() -> Any:
+            while self.arrivals:
+                item = self.arrivals.pop(0)
+                if item is None:
+                    continue
+                self.current_event = SimpleNamespace(n=item, message=SimpleNamespace(tp=("in", 0), offset=item))
+                yield item
+        return gen()
+
+
+def _taken(arrivals: list[Any], size: int, within: float = 60.0, clock: Any = None,
+           highwater: Any = None) -> list[list[Any]]:
+    stream = _QueuedStream(arrivals)
+    app = SimpleNamespace(rebalancing=False, consumer=SimpleNamespace(highwater=highwater or (lambda tp: None)))
+
+    async def scenario() -> list[list[Any]]:
+        kwargs = {"clock": clock} if clock is not None else {}
+        return [[e.n for e in b]
+                async for b in batching.batches(app, stream, size, within, **kwargs)]  # type: ignore[arg-type]
+    taken = asyncio.run(scenario())
+    assert stream.enable_acks is False          # acks are the caller's
+    return taken
+
+
+def test_a_batch_goes_as_soon_as_nothing_more_is_queued() -> None:
+    assert _taken([1, None, 2, 3, None, 4], size=500) == [[1], [2, 3], [4]]
+
+
+def test_a_backlog_goes_in_full_batches() -> None:
+    assert _taken(list(range(7)), size=3) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_a_stream_that_never_drains_still_hands_a_batch_over_within_its_bound() -> None:
+    ticks = iter(range(100))       # one tick per clock read: a batch starts and checks once per event
+    assert _taken(list(range(6)), size=100, within=2.5, clock=lambda: float(next(ticks))) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_a_batch_behind_the_broker_end_waits_for_the_rest_within_its_bound() -> None:
+    # the queue runs dry after 1 and after 3, but the broker holds offsets up to 3: the first
+    # pause is a delivery in steps (the batch waits), the second is the end (it goes)
+    stream_arrivals = [0, 1, None, 2, 3, None]
+    stream = _QueuedStream(stream_arrivals)
+    app = SimpleNamespace(rebalancing=False, consumer=SimpleNamespace(highwater=lambda tp: 4))
+    pauses = [0]
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        if delay > 0 and stream.arrivals and stream.arrivals[0] is None:
+            pauses[0] += 1
+            stream.arrivals.pop(0)     # the next delivery arrives while the batch lingers
+        await real_sleep(0)
+
+    async def scenario() -> list[list[Any]]:
+        return [[e.n for e in b] async for b in batching.batches(app, stream, 500, 60.0)]  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batching.asyncio, "sleep", sleep)
+        assert asyncio.run(scenario()) == [[0, 1, 2, 3]]
+    assert pauses[0] == 1

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from domain.avro import AvroDecoder, AvroEncoder, Schema
-from domain.clicks import Click, bad_avro, count_by_url, log_line, sample_clicks, to_click
+from app.commands.samples.clicks import bad_avro, sample_clicks
+from domain.clicks import Click, count_by_url, log_line, to_click
 from domain.parsing import TimeRules
 from domain.errors import PermanentError, Reason
 from models.avro_schemas import SEED_USER_CLICK, USER_CLICK

@@ -120,3 +120,47 @@ _real_sleep = asyncio.sleep
 
 async def _no_sleep(_: float) -> None:
     await _real_sleep(0)
+
+
+def test_each_partition_upserts_in_offset_order_and_the_partitions_side_by_side() -> None:
+    running, most = [0], [0]
+    calls: list[list[int]] = []
+
+    async def save(rows: Sequence[tuple[int, Decimal]]) -> int:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await asyncio.sleep(0.01)
+        calls.append([n for n, _ in rows])
+        running[0] -= 1
+        return len(rows)
+
+    def on(partition: int, offset: int, value: bytes) -> Any:
+        e = event(offset, value)
+        e.message.partition = partition
+        return e
+
+    # order 7 twice in partition 0: its latest total (offset 2) must be the one written last
+    events = [on(0, 0, order(7, "1.00")), on(1, 0, order(20)), on(0, 1, order(8)), on(1, 1, order(21)),
+              on(0, 2, order(7, "5.00")), on(1, 2, order(22))]
+    dlq = FakeDeadLetters()
+    run(sales.handle_batch(events, save=save, send=dlq.send, rows_per_upsert=2, in_flight=2))
+    assert most[0] == 2
+    assert [c for c in calls if c[0] < 20] == [[7, 8], [7]]
+    assert [c for c in calls if c[0] >= 20] == [[20, 21], [22]]
+
+
+def test_a_failed_upsert_waits_for_the_other_partitions_before_it_raises() -> None:
+    finished: list[int] = []
+
+    async def save(rows: Sequence[tuple[int, Decimal]]) -> int:
+        if rows[0][0] == 1:
+            raise PermanentError(Stage.STORE, Reason.REJECTED_BY_DATABASE, "numeric field overflow")
+        await asyncio.sleep(0.02)
+        finished.append(rows[0][0])
+        return len(rows)
+
+    e0, e1 = event(0, order(1)), event(0, order(2))
+    e1.message.partition = 1
+    with pytest.raises(PermanentError):
+        run(sales.handle_batch([e0, e1], save=save, send=FakeDeadLetters().send, in_flight=2))
+    assert finished == [2]

@@ -11,7 +11,7 @@ import pytest
 from app.settings import ROOT
 from domain.errors import PermanentError, Reason, Stage
 from domain.sales import MAX_ORDER_NUMBER, order_total, order_totals, parse_order
-from domain.sales_samples import expected_table, order_samples, sample_file
+from app.commands.samples.sales import expected_table, order_samples, sample_file
 from models.sales_order import OrderItem, SalesOrder
 
 

@@ -144,7 +144,6 @@ class _App:
 
 def test_check_rewinds_a_stuck_stream_partition_to_its_commit_point(monkeypatch: pytest.MonkeyPatch) -> None:
     from app import stalls
-    monkeypatch.setattr(stalls, "_watched", {})
     clock = [1000.0]
     monkeypatch.setattr(stalls.time, "monotonic", lambda: clock[0])
     stuck, fine, changelog, fresh = (TP("t.raw", 0), TP("t.raw", 1), TP("app-cache-changelog", 0),
@@ -152,17 +151,18 @@ def test_check_rewinds_a_stuck_stream_partition_to_its_commit_point(monkeypatch:
     consumer = _Consumer({stuck: (270, 13000), fine: (500, 400), changelog: (0, 90), fresh: (None, 7)},
                          earliest=3)
     app = _App(consumer)
+    check = stalls.Watchdog(app, 60).check
 
     async def rounds() -> None:
-        assert await stalls.check(app, 60) == []
+        assert await check() == []
         clock[0] += 30
         app.rebalancing = True                 # offsets stand still during a rebalance: no verdict
-        assert await stalls.check(app, 60) == []
+        assert await check() == []
         app.rebalancing = False
         clock[0] += 30
-        assert await stalls.check(app, 60) == [], "watched afresh after the rebalance"
+        assert await check() == [], "watched afresh after the rebalance"
         clock[0] += 60
-        assert set(await stalls.check(app, 60)) == {stuck, fresh}
+        assert set(await check()) == {stuck, fresh}
 
     asyncio.run(rounds())
     assert sorted(consumer.seeks) == sorted([(stuck, 270), (fresh, 3)]), "no commit yet: the log start"
@@ -175,7 +175,6 @@ class _Message:
 
 def test_check_rewinds_a_hole_at_the_second_round(monkeypatch: pytest.MonkeyPatch) -> None:
     from app import stalls
-    monkeypatch.setattr(stalls, "_watched", {})
     clock = [0.0]
     monkeypatch.setattr(stalls.time, "monotonic", lambda: clock[0])
     holed, busy = TP("t.raw", 5), TP("t.raw", 6)
@@ -184,12 +183,12 @@ def test_check_rewinds_a_hole_at_the_second_round(monkeypatch: pytest.MonkeyPatc
     # 128 was handed over and is still being processed on `busy`; on `holed` it never arrived,
     # and the message at 128 that was "acked" too late (acked flag set, never counted) is no help.
     consumer._unacked_messages = {_Message(busy, 128), _Message(holed, 128, acked=True), _Message(holed, 900)}
-    app = _App(consumer)
+    check = stalls.Watchdog(_App(consumer), 600).check
 
     async def rounds() -> None:
-        assert await stalls.check(app, 600) == []
+        assert await check() == []
         clock[0] += 5
-        assert await stalls.check(app, 600) == [holed]
+        assert await check() == [holed]
 
     asyncio.run(rounds())
     assert consumer.seeks == [(holed, 128)]

@@ -17,7 +17,7 @@ from app import batching
 from app.outputs import Outputs
 from app.settings import Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from domain.transactions import decode
 
 

@@ -13,7 +13,7 @@ from domain.dead_letters import (REPLAY_HEADER, dead_letter, dead_letter_of, hea
                                    prior_failure, replay_headers)
 from domain.enrichment import cache_entry, is_fresh
 from domain.errors import PermanentError, Reason, Stage
-from domain.samples import samples
+from app.commands.samples.transactions import samples
 from domain.transactions import FIELD_MAP, decode, to_transaction
 
 
