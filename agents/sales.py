@@ -1,7 +1,6 @@
 """Sales orders: a batch of orders in, their totals upserted into PostgreSQL, bad ones dead-lettered."""
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 from datetime import datetime, timezone
@@ -33,21 +32,20 @@ WHAT = "PostgreSQL (sales totals)"
 
 @app.agent(sales_orders, name=AGENT)
 async def process_sales_orders(stream: StreamT) -> None:
-    """Each batch: validate every order, upsert the totals (retrying while PostgreSQL is
-    away), dead-letter the bad orders, and only then ack the batch.
+    """Each batch: validate every order, upsert the totals in one statement (retrying while
+    PostgreSQL is away), dead-letter the bad orders, and only then ack the batch.
 
     `noack_take`, not `take`: `take` acks in a `finally`, even when the body raised or was
     cancelled. Here a batch that is not committed is never acked, so a crash, a shutdown
     during an outage or a rebalance replays it, and the upsert makes the replay harmless.
     A batch the database refuses is split by app/batching.py down to the refused order.
-    Batches are filled (or time out): a throughput job, its upserts want their 100 rows.
+    Batches are filled (or time out): the orders go to PostgreSQL in upserts of 100.
     """
     await dead_letters.maybe_declare()
     await app.resources.ready()
     handle = partial(handle_batch, save=app.resources.postgres.save_order_totals, send=send_dead_letters,
-                     rules=settings.time_rules, rows_per_upsert=settings.sales_batch_size,
-                     in_flight=settings.sales_upserts_in_flight)
-    await batching.run(app, AGENT, stream, handle, isolate, size=settings.sales_batch_take,
+                     rules=settings.time_rules)
+    await batching.run(app, AGENT, stream, handle, isolate, size=settings.sales_batch_size,
                        within=settings.sales_batch_wait_s, progress=app.resources.progress, fill=True)
 
 
@@ -61,50 +59,27 @@ def parse(event: EventT, rules: TimeRules, now: datetime) -> SalesOrder | Perman
 
 
 async def handle_batch(events: Sequence[EventT], *, save: SaveTotals, send: SendDeadLetters,
-                       rules: TimeRules = DEFAULT_TIME_RULES, rows_per_upsert: int = 0,
-                       in_flight: int = 1) -> None:
+                       rules: TimeRules = DEFAULT_TIME_RULES) -> None:
     """Everything a batch needs before it may be acked. Never raises for bad input; a refusal
-    of the database (PermanentError) or an unforeseen error is left to app/batching.py.
-
-    The orders of each partition go in upserts of at most `rows_per_upsert` (0: all in one),
-    one after the other, in offset order (so a repeated order number still ends with its
-    latest total); the partitions' upserts run side by side, at most `in_flight` at a time."""
+    of the database (PermanentError) or an unforeseen error is left to app/batching.py."""
     now = datetime.now(timezone.utc)
-    by_partition: dict[int, list[SalesOrder]] = collections.defaultdict(list)
+    orders: list[tuple[EventT, SalesOrder]] = []
     rejected: Rejected = []
     for event in events:
         outcome = parse(event, rules, now)
         if isinstance(outcome, PermanentError):
             rejected.append((event, outcome))
         else:
-            by_partition[event.message.partition].append(outcome)
-    slots = asyncio.Semaphore(in_flight)
-
-    async def save_partition(orders: list[SalesOrder]) -> None:
-        step = rows_per_upsert or len(orders)
-        for start in range(0, len(orders), step):
-            rows = order_totals(orders[start:start + step])
-            async with slots:
-                await retry_transient(partial(save, rows), what=WHAT)
-
+            orders.append((event, outcome))
+    rows = order_totals(order for _, order in orders)
     with stage(Stage.STORE):
-        await _all_of([save_partition(orders) for orders in by_partition.values()])
+        await retry_transient(lambda: save(rows), what=WHAT)
     if rejected:
         reasons = collections.Counter(err.reason.value for _, err in rejected)
         log.warning("sales: %d of %d orders dead-lettered: %s", len(rejected), len(events),
                     ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common()))
         with stage(Stage.FORWARD):
             await send(rejected)
-
-
-async def _all_of(calls: Sequence[Awaitable[None]]) -> None:
-    """Every call to its end, then the first failure raised: none is left running behind a
-    failed batch (its retry must not race them), and a pooled connection is never cancelled
-    mid-query for another's failure."""
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 async def send_dead_letters(rejected: Rejected) -> None:

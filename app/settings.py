@@ -233,11 +233,6 @@ class Settings:
                                   "seconds; a batch goes at once when nothing more is queued.")
     sales_topic: str = setting("sales.orders", _str, "Topic of the sales orders.")
     sales_batch_size: int = setting(100, _positive_int, "Most sales orders per PostgreSQL upsert.")
-    sales_batch_take: int = setting(800, _positive_int, "Sales orders the agent takes at a time; each "
-                                    "partition's orders go in upserts of at most APP_SALES_BATCH_SIZE.")
-    sales_upserts_in_flight: int = setting(4, _positive_int, "Sales upserts run at once, one per partition "
-                                           "at most (a partition's upserts go in offset order); "
-                                           "keep it within APP_POSTGRES_POOL_SIZE.")
     sales_batch_wait_s: float = setting(0.5, _positive_float, "Longest wait to fill a sales batch before a "
                                         "partial one is saved, in seconds.")
     web_host: str = setting("127.0.0.1", _str, "Bind address of the web endpoint.")
