@@ -94,6 +94,8 @@ consumer_lag = Gauge("pipeline_consumer_lag", "Records behind the end of the par
                      "committed offset), per assigned partition", ["topic", "partition"], registry=registry)
 stall_recoveries = Counter("pipeline_stall_recoveries", "Stream partitions rewound to their committed offset "
                            "because the commit point stopped moving (app/stalls.py)", ["topic"], registry=registry)
+watchdog_round_failures = Counter("pipeline_watchdog_round_failures", "Watchdog rounds that failed (logged; the "
+                                  "next round comes as usual)", registry=registry)
 ready = Gauge("pipeline_ready", "1 when /ready answers 200 (every readiness check passes)", registry=registry)
 ready_check = Gauge("pipeline_ready_check", "1 when this readiness check passes", ["check"], registry=registry)
 

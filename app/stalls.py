@@ -16,6 +16,7 @@ moved for `stall_s` although records at or past it were read (the backstop).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class Watchdog(Service):
         self.stall_s = stall_s
         self.interval_s = min(5.0, max(1.0, stall_s / 4))
         self._watched: dict[Any, Watch] = {}
+        self._last_failure: Optional[str] = None
 
     @Service.task
     async def _rounds(self) -> None:
@@ -113,7 +115,23 @@ class Watchdog(Service):
         while not self.should_stop:
             await self.sleep(self.interval_s)
             if not self.should_stop:
-                await self.check()
+                await self.round()
+
+    async def round(self) -> None:
+        """One round that cannot end the watchdog: a failure of it (a seek refused, the
+        consumer between states) is logged, once per kind in a row, and the next round comes."""
+        try:
+            await self.check()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the net must outlive any one round
+            kind = f"{type(exc).__name__}: {exc}"
+            if kind != self._last_failure:
+                log.exception("watchdog round failed (%s); the next one in %.0fs", kind, self.interval_s)
+            self._last_failure = kind
+            metrics.watchdog_round_failures.inc()
+        else:
+            self._last_failure = None
 
     async def check(self) -> list[Any]:
         """One watchdog round; returns the partitions it rewound."""

@@ -47,7 +47,7 @@ postgres_start() {
   : >"$PG_LOG"
   [ "$(id -u)" = 0 ] && chown postgres: "$PG_LOG"
   as_pg "'$(pg_bin)/pg_ctl' -D '$PG_DATA' -l '$PG_LOG' \
-    -o \"-k '$PG_DIR' -h $STACK_HOST -p $PG_PORT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all\" start" \
+    -o \"-k '$PG_DIR' -h $STACK_HOST -p $PG_PORT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all\" start" \
     >/dev/null || { show_log postgres; die "pg_ctl start failed"; }
   head -n 1 "$PG_DATA/postmaster.pid" >"$RUN_DIR/postgres.pid"
 }

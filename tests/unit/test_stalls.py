@@ -192,3 +192,32 @@ def test_check_rewinds_a_hole_at_the_second_round(monkeypatch: pytest.MonkeyPatc
 
     asyncio.run(rounds())
     assert consumer.seeks == [(holed, 128)]
+
+
+def test_a_failing_round_is_logged_once_and_the_rounds_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    from app import metrics, stalls
+    consumer = _Consumer({TP("t.raw", 0): (10, 20)})
+    calls = []
+    real = consumer.assignment
+
+    def flaky() -> set[TP]:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError("consumer between states")
+        return real()
+
+    consumer.assignment = flaky  # type: ignore[method-assign]
+    dog = stalls.Watchdog(_App(consumer), 60)
+    before = metrics.watchdog_round_failures._value.get()
+
+    async def rounds() -> None:
+        for _ in range(3):
+            await dog.round()
+
+    with caplog.at_level("ERROR", logger="app.stalls"):
+        asyncio.run(rounds())
+    assert len(calls) == 3, "every round ran, after the failures too"
+    assert metrics.watchdog_round_failures._value.get() - before == 2
+    assert [r.getMessage() for r in caplog.records].count(
+        "watchdog round failed (RuntimeError: consumer between states); the next one in 5s") == 1
+    assert dog._watched, "the third round watched the partition"
