@@ -1,5 +1,5 @@
 """The one faust.App. Run with: faust -L uvloop -A app.main worker -l info
-(uvloop: ~17% less worker CPU per event than asyncio's loop, measured by bench/pipeline.py)."""
+(uvloop: less worker CPU per event than asyncio's loop; the README's benchmark has the figures)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -179,8 +179,8 @@ class Cql(Adapter):
         """One row per event in each history table; a replay overwrites, never adds."""
         if not rows:
             return
-        # UNLOGGED batches of a few rows: one request instead of one per row cut the worker's
-        # CPU per event by ~40% (bench/cql_writes.py). Small, so that multi-partition batches
+        # UNLOGGED batches of a few rows: one request instead of one per row is much cheaper per
+        # event (figures: bench/results/cql_writes.txt). Small, so that multi-partition batches
         # stay under Cassandra's 5 KB warning and light on the coordinator.
         size = self.settings.cql_batch_rows
         calls: list[tuple[Any, Sequence[Any]]] = []
