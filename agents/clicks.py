@@ -27,9 +27,8 @@ click_log = logging.getLogger("clicks")     # one JSON line per click: its own l
 async def process_clicks(stream: StreamT) -> None:
     """A batch is acked only after its rows, counts and dead letters are stored (at-least-once)."""
     await dead_letters.maybe_declare()
-    await app.resources.ready()
     await batching.run(app, AGENT, stream, process_batch, isolate, size=settings.batch_size,
-                       within=settings.batch_wait_s, progress=app.resources.progress)
+                       within=settings.batch_wait_s)
 
 
 def parse(value: Optional[bytes], now: datetime) -> Union[Click, PermanentError]:

@@ -31,17 +31,16 @@ counts = metrics.dead_letters
 
 @app.agent(dead_letters, name=AGENT)
 async def store_dead_letters(stream: StreamT) -> None:
-    await app.resources.ready()
     await batching.run(app, AGENT, stream, store_batch, isolate, size=settings.batch_size,
-                       within=settings.batch_wait_s, progress=app.resources.progress)
+                       within=settings.batch_wait_s)
 
 
 async def store_batch(events: Sequence[EventT]) -> None:
     parsed = [to_row(e.message.value, e.message) for e in events]
     rows = [row for row in parsed if row]
-    cql = app.resources.cql
+    store = app.resources.dead_letter_store
     with stage(Stage.STORE):
-        await retry_transient(lambda: cql.store_dead_letters(rows), what="CQL server (dead letters)")
+        await retry_transient(lambda: store.store_dead_letters(rows), what="CQL server (dead letters)")
     # Counted once stored: a batch processed again in halves (app/batching.py) counts once.
     counts.update((row.reason, row.stage) if row else ("malformed_envelope", "dead_letter") for row in parsed)
 

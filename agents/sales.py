@@ -42,11 +42,10 @@ async def process_sales_orders(stream: StreamT) -> None:
     Batches are filled (or time out): the orders go to PostgreSQL in upserts of 100.
     """
     await dead_letters.maybe_declare()
-    await app.resources.ready()
     handle = partial(handle_batch, save=app.resources.postgres.save_order_totals, send=send_dead_letters,
                      rules=settings.time_rules)
     await batching.run(app, AGENT, stream, handle, isolate, size=settings.sales_batch_size,
-                       within=settings.sales_batch_wait_s, progress=app.resources.progress, fill=True)
+                       within=settings.sales_batch_wait_s, fill=True)
 
 
 def parse(event: EventT, rules: TimeRules, now: datetime) -> SalesOrder | PermanentError:

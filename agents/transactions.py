@@ -49,7 +49,7 @@ class Collaborators:
     """What a batch needs: the worker passes its own (below); tests pass theirs."""
     cache: MutableMapping[str, Any]      # the accounts-cache table
     accounts: Accounts                   # PostgreSQL
-    history: History                     # the CQL server
+    history: History                     # the CQL history tables (app/adapters/history.py)
     avro: Avro                           # the registry-backed decoder of Avro values
     outputs: Outputs
     settings: Settings
@@ -62,12 +62,11 @@ async def process_transactions(stream: StreamT) -> None:
     after its history rows and sends are done, so a crash, an outage or a shutdown mid-batch
     replays it (at-least-once; the history and the sinks are keyed so that a replay is harmless)."""
     resources = app.resources
-    await resources.ready()
     await retry_transient(accounts_cache.changelog_known, what="Kafka (cache changelog metadata)")
-    deps = Collaborators(accounts_cache, resources.postgres, resources.cql, resources.transactions_avro,
+    deps = Collaborators(accounts_cache, resources.postgres, resources.history, resources.transactions_avro,
                          resources.outputs, settings, settings.sink_topic)
     await batching.run(app, AGENT, stream, partial(process_batch, deps=deps), partial(dead_letter, deps=deps),
-                       size=settings.batch_size, within=settings.batch_wait_s, progress=resources.progress)
+                       size=settings.batch_size, within=settings.batch_wait_s)
 
 
 def parse(value: Optional[bytes], avro: Optional[AvroDecoder] = None, *, rules: TimeRules = DEFAULT_TIME_RULES,

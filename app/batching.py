@@ -195,12 +195,15 @@ async def full_batches(app: Any, stream: StreamT, size: int, within: float) -> A
 
 
 async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, *,
-              size: int, within: float, progress: "Progress", fill: bool = False) -> None:
-    """The agent's whole life: batches processed and acked until the stream is cancelled;
-    `fill`: batches filled or timed out (`full_batches`), else as the load comes (`batches`).
-    An exception that still escapes marks the agent dead (/health then answers 503)."""
+              size: int, within: float, fill: bool = False) -> None:
+    """The agent's whole life: once the migrations ran (`app.resources.ready`), batches
+    processed and acked until the stream is cancelled; `fill`: batches filled or timed out
+    (`full_batches`), else as the load comes (`batches`). An exception that still escapes marks
+    the agent dead (/health then answers 503)."""
     take = full_batches if fill else batches
+    progress: Progress = app.resources.progress
     try:
+        await app.resources.ready()
         async for events in take(app, stream, size, within):
             metrics.batch_taken(agent, len(events))
             with progress.batch(agent, events):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Optional
 
-from app.adapters.cql import Cql
+from app.adapters.dead_letter_store import DeadLetterStore
 from domain.dead_letters import original_bytes, replay_headers
 from domain.errors import Reason, Stage
 
@@ -105,10 +105,10 @@ def _aware(moment: Optional[datetime]) -> Optional[datetime]:
     return moment.replace(tzinfo=timezone.utc)
 
 
-async def find(cql: Cql, selection: Selection) -> list[Any]:
+async def find(store: DeadLetterStore, selection: Selection) -> list[Any]:
     chosen: list[Any] = []
     for day in selection.days:
-        for row in await cql.dead_letters(day, limit=PER_DAY_LIMIT):
+        for row in await store.dead_letters(day, limit=PER_DAY_LIMIT):
             if selection.matches(row):
                 chosen.append(row)
                 if len(chosen) >= selection.limit:
@@ -120,12 +120,12 @@ class PayloadMismatch(ValueError):
     """The bytes kept apart for a dead letter do not match the hash its envelope recorded."""
 
 
-async def original_of(cql: Optional[Cql], row: Any) -> tuple[Optional[bytes], Optional[bytes]]:
+async def original_of(store: Optional[DeadLetterStore], row: Any) -> tuple[Optional[bytes], Optional[bytes]]:
     """The key and value exactly as first consumed: from the row, or, for a letter too large
     for the dead-letter topic (app/outputs.py), from the payload table, checked by SHA-256."""
     key, value = original_bytes(row.key_b64, row.value_b64)
-    if row.value_b64 is None and cql is not None:
-        payload = await cql.dead_letter_payload(row.source_topic, row.source_partition, row.source_offset)
+    if row.value_b64 is None and store is not None:
+        payload = await store.dead_letter_payload(row.source_topic, row.source_partition, row.source_offset)
         if payload is not None:
             key, value = payload.key, payload.value
             if hashlib.sha256(value or b"").hexdigest() != payload.value_sha256:
@@ -134,13 +134,14 @@ async def original_of(cql: Optional[Cql], row: Any) -> tuple[Optional[bytes], Op
     return key, value
 
 
-async def send_back(producer: Any, rows: Iterable[Any], chunk: int = 500, cql: Optional[Cql] = None) -> int:
+async def send_back(producer: Any, rows: Iterable[Any], chunk: int = 500,
+                    store: Optional[DeadLetterStore] = None) -> int:
     """Send each row's original key and value to its source topic, with replay
     headers naming the original position, attempts and first failure; returns once all are on the broker.
-    `cql`: where the original bytes of oversized letters are kept (without it they go back empty)."""
+    `store`: where the original bytes of oversized letters are kept (without it they go back empty)."""
     sent, pending = 0, []
     for row in rows:
-        key, value = await original_of(cql, row)
+        key, value = await original_of(store, row)
         origin = f"{row.source_topic}/{row.source_partition}@{row.source_offset}"
         headers = replay_headers(origin, row.attempts or 1, _aware(row.failed_at))
         pending.append(await producer.send(row.source_topic, key, value, None, None, headers))

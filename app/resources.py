@@ -11,6 +11,8 @@ from mode import Service
 
 from app.adapters.clicks import ClickStore
 from app.adapters.cql import Cql
+from app.adapters.dead_letter_store import DeadLetterStore
+from app.adapters.history import HistoryStore
 from app.adapters.postgres import Postgres
 from app.adapters.registry import SchemaRegistry
 from app.avro import AvroCodec
@@ -31,6 +33,9 @@ class Resources(Service):
         self.settings = settings
         self.postgres = Postgres(settings)
         self.cql = Cql(settings)
+        # One store per group of tables, all on the one CQL session.
+        self.history = HistoryStore(self.cql)
+        self.dead_letter_store = DeadLetterStore(self.cql)
         self.clicks_store = ClickStore(self.cql)
         self.registry = SchemaRegistry(settings)
         # Avro codecs, one per schema the app reads; they share the registry's cache of schemas by id.
@@ -38,9 +43,9 @@ class Resources(Service):
         self.transactions_avro = AvroCodec(self.registry, RAW_TRANSACTION)
         # The one output path of every agent, and the batches they have in progress.
         self.outputs = Outputs(self._send, dead_letter_topic=settings.topic(settings.dlq_topic),
-                               max_bytes=settings.max_output_bytes, payloads=self.cql)
+                               max_bytes=settings.max_output_bytes, payloads=self.dead_letter_store)
         self.progress = Progress()
-        # Wait until migrations ran (retrying while a server is down); agents await it first.
+        # Wait until migrations ran (retrying while a server is down); batching.run awaits it first.
         self.ready = Memo(self._migrate)
 
     def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:

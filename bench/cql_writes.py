@@ -1,4 +1,4 @@
-"""History writes as the agent makes them (app.adapters.cql.Cql.record_history, 500 rows
+"""History writes as the agent makes them (app.adapters.history.HistoryStore.record_history, 500 rows
 per call, two inserts per row sent as UNLOGGED BATCHes of APP_CQL_BATCH_ROWS rows), for
 several batch sizes, each measured twice in alternation on the local stack. Client CPU (this
 process) and server CPU (the CQL server's pid) per event: the evidence for the default of
@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from app.adapters.cql import Cql
+from app.adapters.history import HistoryStore
 from app.adapters.rows import HistoryRow
 from app.settings import Settings
 from bench.pipeline import ROOT, proc_cpu, self_cpu, stack_env
@@ -52,9 +53,10 @@ async def main() -> None:
         for round_ in (1, 2):
             for n, cql in clients.items():
                 data = rows(args.events, seed=round_ * 1000 + n)
+                history = HistoryStore(cql)
                 c0, s0, t0 = self_cpu(), proc_cpu(server), time.perf_counter()
                 for i in range(0, len(data), args.chunk):
-                    await cql.record_history(data[i:i + args.chunk])
+                    await history.record_history(data[i:i + args.chunk])
                 wall = time.perf_counter() - t0
                 print(f"batches of {n:3d} rows (round {round_})  {args.events / wall:8,.0f} events/s  client "
                       f"{(self_cpu() - c0) / args.events * 1e6:6.0f}  server "

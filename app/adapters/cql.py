@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from datetime import date
 from importlib.resources.abc import Traversable
 from typing import Any, Iterable, Optional, Sequence
 
@@ -12,11 +11,10 @@ from cassandra import DriverException, InvalidRequest, OperationTimedOut, ReadTi
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import PreparedStatement
 
-from app import assets, metrics
+from app import assets
 from app.adapters import Adapter
-from app.adapters.rows import DEAD_LETTERS, HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, DeadLetterRow, HistoryRow
 from app.settings import Settings
 from domain.errors import PermanentError, Reason, Stage, TransientError
 
@@ -172,98 +170,10 @@ class Cql(Adapter):
             for statement in _statements(path):
                 await self.execute(statement.replace("{keyspace}", self.keyspace))
 
-    # --- transactions history ----------------------------------------------------------
-
-    @metrics.timed(metrics.cql_seconds, "record_history")
-    async def record_history(self, rows: Sequence[HistoryRow]) -> None:
-        """One row per event in each history table; a replay overwrites, never adds."""
-        if not rows:
-            return
-        # UNLOGGED batches of a few rows: one request instead of one per row is much cheaper per
-        # event (figures: bench/results/cql_writes.txt). Small, so that multi-partition batches
-        # stay under Cassandra's 5 KB warning and light on the coordinator.
-        size = self.settings.cql_batch_rows
-        calls: list[tuple[Any, Sequence[Any]]] = []
-        for table in (HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT):
-            statement = await self.prepare(table.insert(self.keyspace))
-            params = [table.params(row) for row in rows]
-            calls.extend((_unlogged(statement, params[i:i + size]), ()) for i in range(0, len(params), size))
-        await self.execute_all(calls)
-
-    @metrics.timed(metrics.cql_seconds, "account_history")
-    async def account_history(self, account_id: str, limit: int = 50) -> list[Any]:
-        stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.history_by_account"
-                                  " WHERE account_id = ? LIMIT ?")
-        return await self.execute(stmt, (account_id, limit))
-
-    @metrics.timed(metrics.cql_seconds, "event_history")
-    async def event_history(self, event_id: str) -> Optional[Any]:
-        stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.history_by_event WHERE event_id = ?")
-        rows = await self.execute(stmt, (event_id,))
-        return rows[0] if rows else None
-
-    # --- dead letters ---------------------------------------------------------------------
-
-    @metrics.timed(metrics.cql_seconds, "store_dead_letters")
-    async def store_dead_letters(self, letters: Sequence[DeadLetterRow]) -> None:
-        """Keyed by the failed event's source position: storing a letter twice keeps one row."""
-        if not letters:
-            return
-        stmt = await self.prepare(DEAD_LETTERS.insert(self.keyspace))
-        await self.execute_many(stmt, [DEAD_LETTERS.params(row) for row in letters])
-
-    @metrics.timed(metrics.cql_seconds, "store_dead_letter_payload")
-    async def store_dead_letter_payload(self, topic: str, partition: int, offset: int, key: Optional[bytes],
-                                        value: Optional[bytes], sha256: str) -> None:
-        stmt = await self.prepare(
-            f"INSERT INTO {self.keyspace}.dead_letter_payloads (source_topic, source_partition, source_offset,"
-            " key, value, value_sha256, stored_at) VALUES (?, ?, ?, ?, ?, ?, toTimestamp(now()))")
-        await self.execute(stmt, (topic, partition, offset, key, value, sha256))
-
-    @metrics.timed(metrics.cql_seconds, "dead_letter_payload")
-    async def dead_letter_payload(self, topic: str, partition: int, offset: int) -> Optional[Any]:
-        """The row of a letter whose original bytes were kept apart, or None."""
-        stmt = await self.prepare(
-            f"SELECT key, value, value_sha256 FROM {self.keyspace}.dead_letter_payloads"
-            " WHERE source_topic = ? AND source_partition = ? AND source_offset = ?")
-        rows = await self.execute(stmt, (topic, partition, offset))
-        return rows[0] if rows else None
-
-    @metrics.timed(metrics.cql_seconds, "dead_letters")
-    async def dead_letters(self, day: date, limit: int = 1000) -> list[Any]:
-        stmt = await self.prepare(f"SELECT * FROM {self.keyspace}.dead_letters WHERE day = ? LIMIT ?")
-        return await self.execute(stmt, (day, limit))
-
-    async def count_history(self) -> int:
-        """Rows of history_by_event (for the report command): a full-table count, which the
-        server answers with a warning that the driver logs (`Server warning: Aggregation query
-        used without partition key`). Expected here, so it stays out of the command's output;
-        any other server warning still shows."""
-        quiet = _WithoutWarning("Aggregation query used without partition key")
-        _driver_log.addFilter(quiet)
-        try:
-            rows = await self.execute(f"SELECT count(*) FROM {self.keyspace}.history_by_event")
-        finally:
-            _driver_log.removeFilter(quiet)
-        return int(rows[0].count)
-
     async def close(self) -> None:
         if self._cluster is not None:
             cluster, self._cluster, self._session = self._cluster, None, None
             await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
-
-
-# The driver logs each server warning here, on its I/O thread, as it decodes the response.
-_driver_log = logging.getLogger("cassandra.protocol")
-
-
-class _WithoutWarning(logging.Filter):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
 
 
 def _classified(exc: BaseException) -> Exception:
@@ -278,13 +188,6 @@ def _classified(exc: BaseException) -> Exception:
         classified = TransientError(f"CQL: {type(exc).__name__}: {exc}")
     classified.__cause__ = exc
     return classified
-
-
-def _unlogged(statement: PreparedStatement, rows: Sequence[Sequence[Any]]) -> BatchStatement:
-    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-    for row in rows:
-        batch.add(statement, row)
-    return batch
 
 
 def _statements(path: Traversable) -> list[str]:

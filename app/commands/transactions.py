@@ -86,9 +86,9 @@ async def report(self: AppCommand, total: bool, until_total: int, timeout: float
     for reason, n in reasons.most_common():
         print(f"  dead letters, {reason:30s} {n:>6d}")
 
-    async with app.resources.cql as cql:
+    async with app.resources.cql:
         try:
-            history = await cql.count_history()
+            history = await app.resources.history.count_history()
             print(f"{'ScyllaDB/Cassandra history rows (by event id)':45s} {history:>8d}")
             latest = await read_all(settings.kafka_brokers, names[0], **auth)
             if latest:
@@ -139,15 +139,16 @@ async def replay_dead_letters(self: AppCommand, reason: Optional[str], stage: Op
     """Send chosen dead letters' original bytes back to their source topic."""
     from app import replay
 
-    async with app.resources.cql as cql:
+    store = app.resources.dead_letter_store
+    async with app.resources.cql:
         try:
             await app.maybe_start_producer()
-            chosen = await replay.find(cql, replay.Selection.last_days(days, reason=reason, stage=stage, limit=limit))
+            chosen = await replay.find(store, replay.Selection.last_days(days, reason=reason, stage=stage, limit=limit))
             if dry_run:
                 for row in chosen:
                     print(f"{row.source_topic}/{row.source_partition}@{row.source_offset} {row.reason}: {row.error}")
             else:
-                await replay.send_back(app.producer, tqdm(chosen, desc="replaying", unit="ev"), cql=cql)
+                await replay.send_back(app.producer, tqdm(chosen, desc="replaying", unit="ev"), store=store)
         except TransientError as exc:
             raise SystemExit(f"replay-dead-letters: {exc}") from None
     print(f"{'would replay' if dry_run else 'replayed'} {len(chosen)} dead letters")

@@ -141,7 +141,7 @@ class AccountHistory(web.View):
         if limit is None:
             return self.error(400, f"limit must be an integer between 1 and {HISTORY_LIMIT_MAX}")
         try:
-            rows = await app.resources.cql.account_history(account_id, limit=limit)
+            rows = await app.resources.history.account_history(account_id, limit=limit)
         except TransientError as exc:
             return _unavailable(self, exc)
         return self.json({"account_id": account_id, "count": len(rows), "events": [_jsonable(r) for r in rows]})
@@ -153,7 +153,7 @@ class EventHistory(web.View):
 
     async def get(self, request: web.Request, event_id: str) -> web.Response:
         try:
-            row = await app.resources.cql.event_history(event_id)
+            row = await app.resources.history.event_history(event_id)
         except TransientError as exc:
             return _unavailable(self, exc)
         if row is None:
@@ -181,7 +181,7 @@ class DeadLetters(web.View):
         except ValueError as exc:
             return self.error(400, str(exc))
         try:
-            rows = await replay.find(app.resources.cql, selection)
+            rows = await replay.find(app.resources.dead_letter_store, selection)
         except TransientError as exc:
             return _unavailable(self, exc)
         return self.json({"selection": _describe(selection), "count": len(rows),
@@ -232,11 +232,11 @@ class ReplayDeadLetters(web.View):
         except ValueError as exc:
             return self.error(400, str(exc))
         try:
-            rows = await replay.find(app.resources.cql, selection)
+            rows = await replay.find(app.resources.dead_letter_store, selection)
             if dry_run:
                 return self.json({"dry_run": True, "selection": _describe(selection), "would_replay": len(rows),
                                   "dead_letters": [_dead_letter_json(r) for r in rows]})
-            sent = await replay.send_back(app.producer, rows, cql=app.resources.cql)
+            sent = await replay.send_back(app.producer, rows, store=app.resources.dead_letter_store)
         except TransientError as exc:
             return _unavailable(self, exc)
         log.warning("replayed %d dead letters over HTTP (%s)", sent, _describe(selection))

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from agents import sales, transactions
 from app import batching
 from app.adapters.cql import Cql
+from app.adapters.dead_letter_store import DeadLetterStore
+from app.adapters.history import HistoryStore
 from app.adapters.postgres import Postgres
 from app.adapters.registry import SchemaRegistry
 from app.avro import AvroCodec
@@ -92,7 +94,7 @@ def real(settings: Any, accounts: int, event_loop_run: Any) -> Iterator[SimpleNa
 
     parts = event_loop_run(start())
     parts.outputs = Outputs(parts.broker.send, dead_letter_topic=settings.topic(settings.dlq_topic),
-                            max_bytes=settings.max_output_bytes, payloads=parts.cql)
+                            max_bytes=settings.max_output_bytes, payloads=DeadLetterStore(parts.cql))
     yield parts
 
     async def stop() -> None:
@@ -117,7 +119,7 @@ def isolated_into(outputs: Outputs) -> Any:
 
 def test_transactions_batches_always_complete_and_every_event_ends_somewhere(
         real: SimpleNamespace, settings: Any, event_loop_run: Any) -> None:
-    deps = transactions.Collaborators({}, real.postgres, real.cql, real.avro, real.outputs, settings,
+    deps = transactions.Collaborators({}, real.postgres, HistoryStore(real.cql), real.avro, real.outputs, settings,
                                       settings.sink_topic)
     dlq = settings.topic(settings.dlq_topic)
 

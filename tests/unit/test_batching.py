@@ -154,15 +154,40 @@ def test_an_agent_whose_loop_raises_is_marked_dead() -> None:
                 yield  # pragma: no cover
             return gen()
 
-    app = SimpleNamespace(rebalancing=False)
+    migrated: list[bool] = []
+
+    async def ready() -> None:
+        migrated.append(True)
+
+    app = SimpleNamespace(rebalancing=False, resources=SimpleNamespace(progress=progress, ready=ready))
 
     async def handle(events: Sequence[Any]) -> None:
         return None
 
     with pytest.raises(RuntimeError):
-        asyncio.run(batching.run(app, "clicks", Broken(), handle, handle, size=1, within=0.1,  # type: ignore[arg-type]
-                                 progress=progress))
+        asyncio.run(batching.run(app, "clicks", Broken(), handle, handle, size=1, within=0.1))  # type: ignore[arg-type]
+    assert migrated == [True], "the migrations awaited before the first batch"
     assert "clicks" in progress.dead and "stream broke" in progress.dead["clicks"]
+
+
+def test_an_agent_whose_migrations_fail_is_marked_dead_and_takes_nothing() -> None:
+    progress = Progress()
+
+    async def ready() -> None:
+        raise RuntimeError("no migrations in the package")
+
+    class Untouched:
+        def __aiter__(self) -> Any:
+            raise AssertionError("a batch taken before the migrations ran")
+
+    app = SimpleNamespace(rebalancing=False, resources=SimpleNamespace(progress=progress, ready=ready))
+
+    async def handle(events: Sequence[Any]) -> None:
+        return None
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(batching.run(app, "sales", Untouched(), handle, handle, size=1, within=0.1))  # type: ignore[arg-type]
+    assert "no migrations in the package" in progress.dead["sales"]
 
 
 def test_an_event_whose_dead_letter_also_fails_is_counted_and_the_batch_goes_on() -> None:
