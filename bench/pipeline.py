@@ -712,7 +712,8 @@ class Bench:
                "pg_queries_per_1000": queries / len(stamps) * 1000,
                "vmhwm_mb": [round(proc_status(w.pid, "VmHWM") / 1024) for w in ws],
                "vmrss_mb": [round(proc_status(w.pid, "VmRSS") / 1024) for w in ws],
-               "stall_recoveries": sum(w.log_path.read_bytes()[w.offset:].count(b"seeking back to") for w in ws), **stack}
+               "stall_recoveries": sum(w.log_path.read_bytes()[w.offset:].count(b"seeking back to") for w in ws),
+               **stack}
         self.r[label] = res
         say(f"{label}: {len(stamps):,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event, "
             f"{queries} account queries, VmHWM {res['vmhwm_mb']} MB; per event: Cassandra "
@@ -894,7 +895,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", default=",".join(CONTENDERS),
                    help=f"comma-separated contenders to run, of {', '.join(CONTENDERS)} (default: all); txpipe is "
                         "its 1-worker cold and warm passes, extras the rest (latency, profile, sales, 2 workers, "
-                        "the other loop, Avro: they need txpipe), latency the latency phases alone (with txpipe), profile a py-spy recording of the faust "
+                        "the other loop, Avro: they need txpipe), latency the latency phases alone (with txpipe), "
+                        "profile a py-spy recording of the faust "
                         "ceiling's whole pass (bench/results/profile-faust.md)")
     p.add_argument("--bad-ratio", type=float, default=0.0,
                    help="share of bad events in the input (app.commands.samples), to exercise the dead letters")

@@ -7,8 +7,10 @@ worker appends one line per event of every transactions batch to that file, epoc
 `topic partition offset fetched in taken done`, where `fetched` is when faust's consumer turned
 the aiokafka record into its message (the record left the consumer thread), `in` when it was
 delivered to the stream (the Monitor's time_in), `taken` when `batching.batches` handed its
-batch over and `done` when the batch came back processed (history written, outputs delivered). LTRACE_BLOCK_MS: each batch
-also holds the event loop that long (time.sleep), as CPU starvation on a loaded machine does.
+batch over and `done` when the batch came back processed (history written, outputs delivered).
+Inside it, `<file>.parts`: each batch's history write and wait for delivery. LTRACE_BLOCK_MS:
+each batch also holds the event loop that long (time.sleep), as CPU starvation on a loaded
+machine does.
 """
 from __future__ import annotations
 
