@@ -112,7 +112,7 @@ app = App(
     web_enabled=True,
     web_tables_enabled=settings.web_tables_enabled,   # off unless asked for: they show table data
     logging_config=logging_config(settings),
-    **WORKER_TUNING,                         # app/tuning.py: batches whole, no wait for unacked events
+    **{**WORKER_TUNING, "producer_linger": settings.kafka_producer_linger_ms / 1000},   # app/tuning.py
     producer_max_request_size=settings.kafka_max_request_bytes,
     broker_session_timeout=settings.kafka_session_timeout_s,
     # Static membership when set (faust hands it to aiokafka's consumer, which then sends no

@@ -162,6 +162,9 @@ class Settings:
     kafka_fenced_health_s: float = setting(300.0, _float, "A worker whose group instance id another worker "
                                            "uses (the broker keeps dropping it from the group) fails /ready at "
                                            "once and /health after this long (app/membership.py).")
+    kafka_producer_linger_ms: float = setting(5.0, _float, "How long the producer holds a record for more to "
+                                              "join its request; under a backlog requests fill while one is "
+                                              "in flight anyway.")
     kafka_offset_gaps: bool = setting(False, _bool, "Input topics may have offsets without a record "
                                       "(transactional producers upstream, compacted topics): the commit "
                                       "point may then pass them. Off: it never passes an unprocessed offset "

@@ -88,7 +88,7 @@ RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 PARTITIONS = 8
 QUIX_PYTHON = ROOT / "bench" / "quix" / ".venv" / "bin" / "python"      # `make bench-quix`
-CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras", "profile")
+CONTENDERS = ("passthrough", "baseline", "faust", "txpipe", "quix", "extras", "profile", "latency")
 PYSPY = str(ROOT / ".venv" / "bin" / "py-spy")
 
 
@@ -712,7 +712,8 @@ class Bench:
                "pg_queries_per_1000": queries / len(stamps) * 1000,
                "vmhwm_mb": [round(proc_status(w.pid, "VmHWM") / 1024) for w in ws],
                "vmrss_mb": [round(proc_status(w.pid, "VmRSS") / 1024) for w in ws],
-               "stall_recoveries": sum(w.log.read_bytes()[w.offset:].count(b"seeking back to") for w in ws), **stack}
+               "stall_recoveries": sum(w.log_path.read_bytes()[w.offset:].count(b"seeking back to") for w in ws),
+               **stack}
         self.r[label] = res
         say(f"{label}: {len(stamps):,} events, {rate:,.0f} events/s, {res['cpu_us']:.0f} CPU µs/event, "
             f"{queries} account queries, VmHWM {res['vmhwm_mb']} MB; per event: Cassandra "
@@ -743,9 +744,11 @@ class Bench:
                 lat.append(r.timestamp - produced[(int(h["source-partition"]), int(h["source-offset"]))])
         self.r["latency"] = {"target_rate": rate, "achieved_rate": count / produce_s, "events": len(lat),
                              "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99),
-                             "max_ms": max(lat), "ts_type": out[0].timestamp_type if out else None}
+                             "max_ms": max(lat), "ts_type": out[0].timestamp_type if out else None,
+                             "load_avg_1m": os.getloadavg()[0]}
         say(f"latency at {rate:,.0f} events/s: p50 {self.r['latency']['p50_ms']} ms, "
-            f"p99 {self.r['latency']['p99_ms']} ms ({len(lat):,} events)")
+            f"p99 {self.r['latency']['p99_ms']} ms ({len(lat):,} events; load average "
+            f"{self.r['latency']['load_avg_1m']:.2f})")
 
     async def profile(self, ws: list[Worker]) -> None:
         """py-spy on the worker at full load: events produced unpaced into the second input."""
@@ -834,25 +837,32 @@ class Bench:
                 await self.quix_pass("quix_warm_1w", warm=True)
             if "txpipe" in a.only:
                 ws = await self.pipeline_pass("warm_1w", 1, rewind=True)
-                if "extras" not in a.only:
+                if "extras" in a.only:
+                    await self.extras(ws)
+                elif "latency" in a.only:
+                    await self.latency_runs(ws)
                     self.stop_workers(ws)
-            if "extras" in a.only:
-                await self.extras(ws)
+                else:
+                    self.stop_workers(ws)
         finally:
             await self.teardown()
         from bench.report import write_all
         write_all(self.r, self.results)
 
+    async def latency_runs(self, ws: list[Worker]) -> None:
+        """`--latency-runs` latency phases at `--latency-rate` (default: half the warm 1-worker rate)."""
+        runs = []
+        for _ in range(self.args.latency_runs):
+            await self.latency(ws, self.args.latency_rate or self.r["warm_1w"]["rate"] / 2)
+            runs.append(self.r["latency"])
+        self.r["latency_runs"] = runs
+        self.r["latency"] = sorted(runs, key=lambda x: x["p50_ms"])[len(runs) // 2]   # the median run
+
     async def extras(self, ws: list[Worker]) -> None:
         """With the warm 1-worker pipeline running: latency, profile, sales; then 2 workers,
         the other event loop, Avro decoding."""
         a = self.args
-        runs = []
-        for _ in range(a.latency_runs):
-            await self.latency(ws, self.r["warm_1w"]["rate"] / 2)
-            runs.append(self.r["latency"])
-        self.r["latency_runs"] = runs
-        self.r["latency"] = sorted(runs, key=lambda x: x["p50_ms"])[len(runs) // 2]   # the median run
+        await self.latency_runs(ws)
         await self.profile(ws)
         await self.sales()
         self.r["warm_1w"]["vmhwm_after_all_mb"] = round(proc_status(ws[0].pid, "VmHWM") / 1024)
@@ -874,6 +884,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--latency-s", type=float, default=30, help="length of the fixed-load latency phase")
     p.add_argument("--latency-runs", type=int, default=3, help="latency phases, one after the other (the "
                    "median run's figures are the result; every run is printed)")
+    p.add_argument("--latency-rate", type=float, default=None,
+                   help="events/s of the latency phases (default: half the warm 1-worker rate)")
     p.add_argument("--avro-events", type=int, default=20_000)
     p.add_argument("--batch-wait", type=float, default=None, help="APP_BATCH_WAIT_S (default: app/config/test.yaml)")
     p.add_argument("--loop", choices=("aio", "uvloop"), default="uvloop",
@@ -883,7 +895,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", default=",".join(CONTENDERS),
                    help=f"comma-separated contenders to run, of {', '.join(CONTENDERS)} (default: all); txpipe is "
                         "its 1-worker cold and warm passes, extras the rest (latency, profile, sales, 2 workers, "
-                        "the other loop, Avro: they need txpipe), profile a py-spy recording of the faust "
+                        "the other loop, Avro: they need txpipe), latency the latency phases alone (with txpipe), "
+                        "profile a py-spy recording of the faust "
                         "ceiling's whole pass (bench/results/profile-faust.md)")
     p.add_argument("--bad-ratio", type=float, default=0.0,
                    help="share of bad events in the input (app.commands.samples), to exercise the dead letters")
@@ -894,7 +907,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.only = {name.strip() for name in args.only.split(",") if name.strip()}
     if unknown := args.only - set(CONTENDERS):
         p.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(CONTENDERS)}")
-    if "extras" in args.only:
+    if args.only & {"extras", "latency"}:
         args.only.add("txpipe")
     if "quix" in args.only and not QUIX_PYTHON.exists():
         p.error(f"--only quix needs {QUIX_PYTHON}: run `make bench-quix`")

@@ -99,3 +99,11 @@ def test_shipped_yaml_files_load() -> None:
 def test_readme_configuration_table_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
     assert markdown_table() in readme, "README's settings table is stale: python -m app.settings"
+
+
+def test_the_worker_producer_linger_comes_from_the_settings() -> None:
+    code = "from app.main import app; print(app.conf.producer_linger)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "APP_KAFKA_PRODUCER_LINGER_MS": "7"}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip()) == pytest.approx(0.007)
