@@ -107,6 +107,7 @@ cache_slot_retained_wal = Gauge("pipeline_cache_slot_retained_wal_bytes", "WAL P
                                 registry=registry)
 # The last change applied (epoch s, its lag in s): what /ready reports as the cache's freshness.
 cache_change_last: dict[str, float] = {}
+cache_slot_sample: dict[str, int] = {}          # {"retained": bytes, -1 without a slot}, sampled every 5 s
 
 
 def cache_change_applied(table: str, outcome: str, lag_s: Optional[float] = None, now: float = 0.0) -> None:

@@ -56,6 +56,13 @@ PROPS
 }
 
 connect_start() {
+  # Connect asks the broker for its cluster id at start and exits when there is none yet:
+  # started beside Kafka by one `up`, it waits for the broker first.
+  local t0=$SECONDS
+  until kafka_ready >/dev/null 2>&1; do
+    (( SECONDS - t0 < 120 )) || die "connect needs Kafka at $STACK_HOST:$KAFKA_PORT, which did not answer in 120s"
+    sleep 1
+  done
   spawn connect "$JAVA" -Xms64m -Xmx"$CONNECT_HEAP" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
     -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$ROOT/scripts/stack.d/connect/log4j2.properties" \
