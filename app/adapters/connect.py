@@ -76,7 +76,10 @@ class Connect:
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         assert self._session is not None, "use Connect as an async context manager"
         try:
-            async with self._session.request(method, self.url + path, json=body) as answer:
+            # Connect's resources consume JSON, also where there is no body (pause, resume): 415 without it.
+            data = json.dumps(body).encode() if body is not None else None
+            async with self._session.request(method, self.url + path, data=data,
+                                             headers={"Content-Type": "application/json"}) as answer:
                 text = await answer.text()
                 if answer.status == 404 and method in ("GET", "DELETE"):
                     return None

@@ -141,7 +141,9 @@ def test_a_worker_killed_in_the_middle_misses_no_change(workers: Any, settings: 
                                                         event_loop_run: Any) -> None:
     """(c) changes made while the worker is down are applied by its replacement (the change
     topic's committed offsets), onto the cache the table's changelog brings back."""
-    first = workers(**cdc).start()
+    # Static membership: the replacement takes the dead worker's partitions at once instead of
+    # waiting out its session timeout.
+    first = workers(**cdc, APP_KAFKA_GROUP_INSTANCE_ID="cdc-worker").start()
     wait_ready(first, event_loop_run)
     accounts_ = [f"acc-{n:06d}" for n in range(10, 16)]
     warm(settings, accounts_, event_loop_run)
@@ -150,7 +152,7 @@ def test_a_worker_killed_in_the_middle_misses_no_change(workers: Any, settings: 
     first.kill()
     for account in accounts_[1:]:
         event_loop_run(sql(settings, f"UPDATE accounts SET status = 'blocked' WHERE account_id = '{account}'"))
-    second = workers(**cdc).start()
+    second = workers(**cdc, APP_KAFKA_GROUP_INSTANCE_ID="cdc-worker").start()
     wait_ready(second, event_loop_run)
     event_loop_run(wait_until(lambda: applied(second) >= len(accounts_) - 1, 60, "the changes made meanwhile"))
     ids: dict[str, set[str]] = {a: event_loop_run(send(settings, events(a, 3, 500 + i)))
