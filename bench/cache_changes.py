@@ -15,7 +15,8 @@ applied it (the `changed_at` its accounts-cache entry carries, read back from th
 changelog topic), joined on the LSN; both clocks are this machine's. Cost: the worker's CPU
 (utime+stime from /proc) over the loaded part of the pass, per event; the ratio of the two passes
 is the figure to trust on a shared machine (absolute figures move with the neighbours' load).
-Prints its figures; --out writes them to a file too (bench/results/issue16-cache-changes.txt).
+--rounds passes per mode, alternating which mode goes first; medians reported. Prints its
+figures; --out writes them to a file too (bench/results/issue16-cache-changes.txt).
 """
 from __future__ import annotations
 
@@ -127,7 +128,17 @@ async def one_pass(cdc: bool, args: argparse.Namespace, log_dir: Path) -> dict[s
             except TimeoutError:
                 pass                  # reported: "N changes" below says how many arrived
             lags = await change_lags(settings)
-            result.update(lags=len(lags), p50=statistics.median(lags), p99=quantile(lags, 0.99), max=max(lags))
+            result["lags_s"] = lags
+        # Throughput: a backlog of the same size produced at once, drained while updates go on.
+        backlog = samples(args.events, accounts=ACCOUNTS, seed=4)
+        more = [(f"acc-{rng.randrange(ACCOUNTS):06d}", "active") for _ in range(args.changes // 4)]
+        cpu0, t0 = cpu_s(worker.pid), time.monotonic()
+        done = len(warmup) + len(load) + len(backlog)
+        await asyncio.gather(kafka.produce(settings.kafka_brokers, topic, [(s.key, s.value) for s in backlog]),
+                             updates(dsn, more, args.change_rate))
+        await wait_until(lambda: _at_least(settings, done), 300, "the backlog", 0.2)
+        cpu, wall = cpu_s(worker.pid) - cpu0, time.monotonic() - t0
+        result.update(backlog_per_s=len(backlog) / wall, backlog_cpu_us=cpu / len(backlog) * 1e6)
         return result
     finally:
         if worker is not None:
@@ -149,18 +160,29 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="transactions per second")
     parser.add_argument("--changes", type=int, default=1000, help="account updates in PostgreSQL")
     parser.add_argument("--change-rate", type=float, default=100.0, help="updates per second")
+    parser.add_argument("--rounds", type=int, default=2, help="passes per mode, alternating which goes first")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     log_dir = Path("var") / "bench-cache-changes"
     log_dir.mkdir(parents=True, exist_ok=True)
+    passes: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     with stack_lock():
-        off = asyncio.run(one_pass(False, args, log_dir))
-        on = asyncio.run(one_pass(True, args, log_dir))
+        for i in range(args.rounds):          # off, on, on, off, ...: neither mode always goes first
+            for cdc in ((False, True) if i % 2 == 0 else (True, False)):
+                passes[cdc].append(asyncio.run(one_pass(cdc, args, log_dir)))
+    # Medians over the rounds; the change lags of every CDC pass pooled.
+    off = {k: statistics.median(p[k] for p in passes[False]) for k in passes[False][0]}
+    on = {k: statistics.median(p[k] for p in passes[True]) for k in ("cpu_us_per_event", "wall_s",
+                                                                     "backlog_per_s", "backlog_cpu_us")}
+    lags = [lag for p in passes[True] for lag in p["lags_s"]]
+    on.update(lags=len(lags), p50=statistics.median(lags), p99=quantile(lags, 0.99), max=max(lags))
+    args.changes *= args.rounds
     load = os.getloadavg()
     lines = [
         f"# bench/cache_changes.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
         f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
-        f"# {args.events} transactions at {args.rate:.0f}/s while {args.changes} account updates at "
+        f"# medians of {args.rounds} passes per mode; {args.events} transactions at {args.rate:.0f}/s "
+        f"while {args.changes // args.rounds} account updates at "
         f"{args.change_rate:.0f}/s, 1,000 accounts, warm cache, one worker",
         f"change lag (commit in PostgreSQL -> applied in accounts-cache), {on['lags']} of {args.changes} changes: "
         f"p50 {on['p50'] * 1000:.0f} ms, p99 {on['p99'] * 1000:.0f} ms, max {on['max'] * 1000:.0f} ms",
@@ -168,6 +190,10 @@ def main() -> None:
         f"ratio on/off {on['cpu_us_per_event'] / off['cpu_us_per_event']:.2f}",
         f"wall time of the loaded part (paced at {args.rate:.0f}/s, so a floor of {args.events / args.rate:.0f} s): "
         f"off {off['wall_s']:.1f} s, on {on['wall_s']:.1f} s",
+        f"backlog of {args.events} drained (updates going on): off {off['backlog_per_s']:.0f} events/s, "
+        f"{off['backlog_cpu_us']:.0f} us CPU/event; on {on['backlog_per_s']:.0f} events/s, "
+        f"{on['backlog_cpu_us']:.0f} us CPU/event; throughput ratio on/off "
+        f"{on['backlog_per_s'] / off['backlog_per_s']:.2f}",
     ]
     print("\n".join(lines))
     if args.out:
