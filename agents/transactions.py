@@ -20,6 +20,7 @@ from app.retry import retry_transient
 from app.settings import Settings
 from app.tables import accounts_cache
 from app.topics import transactions_in
+from domain.changes import RecentChanges, fetched_entry
 from domain.dead_letters import REPLAY_HEADER, header_names
 from domain.enrichment import cache_entry, enrich, is_fresh
 from domain.errors import PermanentError, Stage, internal_error
@@ -54,6 +55,7 @@ class Collaborators:
     outputs: Outputs
     settings: Settings
     sink_topic: Callable[[str], str]     # category -> topic name
+    recent_changes: Optional[RecentChanges] = None   # with APP_CACHE_CHANGES (app.resources.recent_changes)
 
 
 @app.agent(transactions_in, name=AGENT)
@@ -64,7 +66,7 @@ async def process_transactions(stream: StreamT) -> None:
     resources = app.resources
     await retry_transient(accounts_cache.changelog_known, what="Kafka (cache changelog metadata)")
     deps = Collaborators(accounts_cache, resources.postgres, resources.history, resources.transactions_avro,
-                         resources.outputs, settings, settings.sink_topic)
+                         resources.outputs, settings, settings.sink_topic, resources.recent_changes)
     await batching.run(app, AGENT, stream, partial(process_batch, deps=deps), partial(dead_letter, deps=deps),
                        size=settings.batch_size, within=settings.batch_wait_s)
 
@@ -157,8 +159,21 @@ async def refresh_cache(deps: Collaborators, account_ids: set[str],
     if not missing:
         return
     found = await retry_transient(lambda: deps.accounts.get_accounts(missing), what="PostgreSQL (accounts)")
+    changed = deps.recent_changes.changed_since(missing, now) if deps.recent_changes else []
+    if changed:       # changed while we fetched, and maybe not in the rows we got: once more
+        again = time.time()
+        found.update(await retry_transient(lambda: deps.accounts.get_accounts(changed), what="PostgreSQL (accounts)"))
+        for account_id in changed:
+            entry = fetched_entry(deps.cache.get(account_id), cache_entry(found.get(account_id), again), again)
+            if entry is not None:
+                deps.cache[account_id] = entry
+        missing = [a for a in missing if a not in set(changed)]
     for account_id in missing:
-        deps.cache[account_id] = cache_entry(found.get(account_id), now)
+        # `now` is when the fetch started: a change applied to the entry since then wins
+        # (agents/account_changes.py; domain/changes.py says why).
+        entry = fetched_entry(deps.cache.get(account_id), cache_entry(found.get(account_id), now), now)
+        if entry is not None:
+            deps.cache[account_id] = entry
 
 
 def is_replay(event: EventT) -> bool:

@@ -96,6 +96,27 @@ stall_recoveries = Counter("pipeline_stall_recoveries", "Stream partitions rewou
                            "because the commit point stopped moving (app/stalls.py)", ["topic"], registry=registry)
 watchdog_round_failures = Counter("pipeline_watchdog_round_failures", "Watchdog rounds that failed (logged; the "
                                   "next round comes as usual)", registry=registry)
+cache_change_lag = Histogram("pipeline_cache_change_lag_seconds", "Account/customer change: commit in PostgreSQL "
+                             "to applied in the accounts-cache table (agent account-changes)",
+                             buckets=LATENCY_BUCKETS, registry=registry)
+cache_changes = Counter("pipeline_cache_changes", "Change records of accounts and customers by table and "
+                        "outcome (applied, stale, not_cached, dropped, fanned_out, tombstone, dead_letter)",
+                        ["table", "outcome"], registry=registry)
+cache_slot_retained_wal = Gauge("pipeline_cache_slot_retained_wal_bytes", "WAL PostgreSQL retains for the "
+                                "change feed's replication slot (grows when the connector is down); -1: no slot",
+                                registry=registry)
+# The last change applied (epoch s, its lag in s): what /ready reports as the cache's freshness.
+cache_change_last: dict[str, float] = {}
+cache_slot_sample: dict[str, int] = {}          # {"retained": bytes, -1 without a slot}, sampled every 5 s
+
+
+def cache_change_applied(table: str, outcome: str, lag_s: Optional[float] = None, now: float = 0.0) -> None:
+    cache_changes.labels(table, outcome).inc()
+    if lag_s is not None:
+        cache_change_lag.observe(lag_s)
+        cache_change_last.update(applied_at=now, lag_s=lag_s)
+
+
 ready = Gauge("pipeline_ready", "1 when /ready answers 200 (every readiness check passes)", registry=registry)
 ready_check = Gauge("pipeline_ready_check", "1 when this readiness check passes", ["check"], registry=registry)
 

@@ -172,6 +172,18 @@ class Observability(Service):
                 break
             self._history.append(snapshot())
             await self.consumer_lag()
+            if self.settings.cache_changes:
+                await self.sample_slot()
+
+    async def sample_slot(self) -> None:
+        """The change feed's replication slot: the WAL PostgreSQL keeps for it (-1: no slot)."""
+        try:
+            retained = await self.health.resources.postgres.slot_retained_wal_bytes(self.settings.cache_changes_slot)
+        except Exception as exc:  # noqa: BLE001 - a sample missed; /ready reports PostgreSQL itself
+            log.debug("replication slot sample failed: %r", exc)
+            return
+        metrics.cache_slot_sample["retained"] = -1 if retained is None else retained
+        metrics.cache_slot_retained_wal.set(metrics.cache_slot_sample["retained"])
 
     def recent(self) -> dict[str, Any]:
         """Rates and end-to-end latency over about the last minute (since the oldest sample kept)."""

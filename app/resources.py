@@ -21,6 +21,7 @@ from app.memo import Memo
 from app.outputs import Headers, Outputs
 from app.retry import retry_transient
 from app.settings import Settings
+from domain.changes import RecentChanges
 from models.avro_schemas import RAW_TRANSACTION, USER_CLICK
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Resources(Service):
         self.outputs = Outputs(self._send, dead_letter_topic=settings.topic(settings.dlq_topic),
                                max_bytes=settings.max_output_bytes, payloads=self.dead_letter_store)
         self.progress = Progress()
+        self.recent_changes = RecentChanges()     # agents/account_changes.py -> refresh_cache
         # Wait until migrations ran (retrying while a server is down); batching.run awaits it first.
         self.ready = Memo(self._migrate)
 

@@ -222,6 +222,23 @@ class Settings:
                             "empty: ./var/<id> in the working directory.")
     cache_ttl_s: float = setting(300.0, _float, "Seconds an account stays in the cache before it is fetched again.")
     cache_negative_ttl_s: float = setting(30.0, _float, "Seconds an unknown account is remembered as unknown.")
+    cache_changes: bool = setting(False, _bool, "Keep the account cache fresh from PostgreSQL's change feed "
+                                  "(Debezium on Kafka Connect, agent account-changes): a change reaches the cache "
+                                  "within about a second. Off: the TTL alone bounds staleness.")
+    cache_changes_topic_prefix: str = setting("txpipe.cdc", _str, "Debezium's topic.prefix (before "
+                                              "APP_TOPIC_PREFIX): its change topics are <prefix>.public.accounts "
+                                              "and <prefix>.public.customers.")
+    cache_changes_fresh_s: float = setting(60.0, _positive_float, "With APP_CACHE_CHANGES on, /ready fails "
+                                           "(check cache_changes) when the change lag of the last change "
+                                           "applied exceeded this, or changes stopped while the slot retains "
+                                           "more WAL than APP_CACHE_CHANGES_MAX_RETAINED_BYTES.")
+    cache_changes_max_retained_bytes: int = setting(1 << 30, _positive_int, "Retained WAL of the connector's "
+                                                    "replication slot beyond which /ready fails (a dead "
+                                                    "connector makes PostgreSQL keep WAL).")
+    connect_url: str = setting("http://127.0.0.1:18083", _url("http", "https"), "Kafka Connect REST API "
+                               "(register-connector).")
+    cache_changes_slot: str = setting("txpipe_cache", _str, "Replication slot of the Debezium connector "
+                                      "(one per database; pg_replication_slots is sampled for its retained WAL).")
     batch_size: int = setting(500, _positive_int, "Events an agent takes per batch.")
     batch_stuck_s: float = setting(120.0, _positive_float, "A batch unfinished for longer than this makes "
                                    "/ready answer 503 naming its partitions (and the outage, if one is "
@@ -310,6 +327,10 @@ class Settings:
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def change_topic(self, table: str) -> str:
+        """Debezium's topic of a captured table (public schema)."""
+        return self.topic(f"{self.cache_changes_topic_prefix}.public.{table}")
 
     def sink_topic(self, category: str) -> str:
         return self.topic(self.sink_topic_template.format(category=category))

@@ -37,6 +37,8 @@ class Reason(str, Enum):
     INVALID_QUANTITY = "invalid_quantity"          # not a positive integer, or too large
     INVALID_PRICE = "invalid_price"                # not a number, negative, > 2 decimals, too large
     REJECTED_BY_DATABASE = "rejected_by_database"  # a data error on this row alone (SQLSTATE 22/23, CQL InvalidRequest)
+    # change records of the account cache (Debezium envelopes, agent account-changes)
+    INVALID_CHANGE = "invalid_change"              # not a Debezium change envelope of accounts/customers
     # any pipeline
     TOO_LARGE = "too_large"                        # the output is larger than the broker accepts
     INTERNAL_ERROR = "internal_error"              # an error nobody foresaw, isolated to this event

@@ -168,6 +168,33 @@ class Postgres(Adapter):
 
         return await self.run(work, Stage.ENRICH)
 
+    @metrics.timed(metrics.postgres_seconds, "accounts_of_customers")
+    async def accounts_of_customers(self, customer_ids: Sequence[int]) -> dict[int, list[str]]:
+        """Every account of these customers (a customer change reaches each cached one)."""
+        if not customer_ids:
+            return {}
+
+        async def work(conn: asyncpg.Connection) -> dict[int, list[str]]:
+            rows = await conn.fetch("SELECT customer_id, account_id FROM accounts"
+                                    " WHERE customer_id = ANY($1::bigint[]) ORDER BY account_id",
+                                    list(customer_ids))
+            found: dict[int, list[str]] = {}
+            for r in rows:
+                found.setdefault(r["customer_id"], []).append(r["account_id"])
+            return found
+
+        return await self.run(work, Stage.ENRICH)
+
+    async def slot_retained_wal_bytes(self, slot: str) -> Optional[int]:
+        """WAL PostgreSQL keeps for this replication slot (None: no such slot in this cluster)."""
+        async def work(conn: asyncpg.Connection) -> Optional[int]:
+            value = await conn.fetchval(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
+                "  FROM pg_replication_slots WHERE slot_name = $1", slot)
+            return int(value) if value is not None else None
+
+        return await self.run(work)
+
     # --- sales (order totals) -------------------------------------------------------
 
     # One statement is one round trip and its own transaction: all rows or none. now() is

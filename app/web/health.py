@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -85,6 +86,24 @@ class Health:
         oldest = f"; oldest unfinished {unfinished[0].age_s:.1f}s" if unfinished else ""
         return True, f"no batch unfinished for more than {stuck_s:.0f}s{oldest}"
 
+    def _cache_changes(self) -> tuple[bool, str]:
+        """How fresh the account cache is with the change feed on: the lag of the last change
+        applied, how long ago, and the WAL the connector's slot retains (grows while it is down)."""
+        last, limit = metrics.cache_change_last, self.settings.cache_changes_fresh_s
+        retained = metrics.cache_slot_sample.get("retained")
+        slot = (f"slot {self.settings.cache_changes_slot}: not sampled yet" if retained is None
+                else f"slot {self.settings.cache_changes_slot} retains {retained} bytes of WAL" if retained >= 0
+                else f"no replication slot {self.settings.cache_changes_slot}")
+        if not last:
+            return True, f"no change applied yet; {slot}"
+        age = time.time() - last["applied_at"]
+        detail = f"last change applied {age:.1f}s ago with a lag of {last['lag_s']:.3f}s; {slot}"
+        if last["lag_s"] > limit:
+            return False, f"stale: {detail} (more than {limit:.0f}s)"
+        if retained is not None and retained > self.settings.cache_changes_max_retained_bytes:
+            return False, f"feed stalled: {detail} (more than {self.settings.cache_changes_max_retained_bytes})"
+        return True, detail
+
     async def _check(self) -> Readiness:
         resources = self.resources
         servers = await asyncio.gather(
@@ -96,6 +115,8 @@ class Health:
                    "tables_recovered": self._recovery(),
                    "batches": self._batches(),
                    "postgres": servers[0], "cql": servers[1], "schema_registry": servers[2]}
+        if self.settings.cache_changes:
+            results["cache_changes"] = self._cache_changes()
         readiness = Readiness({name: {"ok": ok, "detail": detail} for name, (ok, detail) in results.items()})
         metrics.ready.set(1 if readiness.ready else 0)
         for name, check in readiness.checks.items():

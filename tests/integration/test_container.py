@@ -91,7 +91,7 @@ def migrations_applied(dsn: str) -> list[str]:
 
 
 async def _migrated(dsn: str) -> bool:
-    return await applied(dsn) == ["001_accounts", "002_sales"]
+    return await applied(dsn) == ["001_accounts", "002_sales", "003_cache_changes"]
 
 
 def cql_tables(settings: Settings) -> set[str]:
@@ -116,8 +116,8 @@ def test_the_installed_package_migrates_a_fresh_database_from_an_empty_directory
     env = {**app_env, "APP_DATA_DIR": "/tmp/unused"}
     done = image.run(["faust", "-A", "app.main", "migrate"], env, cwd=empty)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "PostgreSQL: 001_accounts, 002_sales;" in done.stdout, done.stdout
-    assert migrations_applied(app_env["APP_POSTGRES_DSN"]) == ["001_accounts", "002_sales"]
+    assert "PostgreSQL: 001_accounts, 002_sales, 003_cache_changes;" in done.stdout, done.stdout
+    assert migrations_applied(app_env["APP_POSTGRES_DSN"]) == ["001_accounts", "002_sales", "003_cache_changes"]
     assert {"history_by_account", "history_by_event", "dead_letters"} <= cql_tables(Settings.load(app_env))
     assert list(empty.iterdir()) == []                   # a command leaves no directory behind
 

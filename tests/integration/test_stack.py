@@ -99,5 +99,5 @@ def test_second_stack_up_restarts_nothing(stack: dict[str, str]) -> None:
     before = {p.name: p.read_text() for p in run_dir.glob("*.pid")}
     subprocess.run([str(ROOT / "scripts" / "stack"), "up"], check=True, capture_output=True)
     after = {p.name: p.read_text() for p in run_dir.glob("*.pid")}
-    assert set(before) >= {"kafka.pid", "postgres.pid", "cassandra.pid", "registry.pid"}
+    assert set(before) >= {"kafka.pid", "postgres.pid", "cassandra.pid", "registry.pid", "connect.pid"}
     assert after == before
