@@ -131,11 +131,21 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
             worker.stop()
         if doomed is not None:
             doomed.kill()
-        drop_keyspace(settings)
-        await cql.close()
-        await drop_database(settings.postgres_dsn)
-        await delete_topics(settings.kafka_brokers, [f"k{run}.", f"backlog-{run}-"])
+        await _clean_up(settings, cql, run)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _clean_up(settings: Settings, cql: Cql, run: str) -> None:
+    """Drop what one run made; a server too busy to answer leaves it behind (said), and the
+    series goes on: one slow DROP KEYSPACE must not end twenty starts."""
+    steps = [("keyspace", lambda: asyncio.to_thread(drop_keyspace, settings)), ("CQL session", cql.close),
+             ("database", lambda: drop_database(settings.postgres_dsn)),
+             ("topics", lambda: delete_topics(settings.kafka_brokers, [f"k{run}.", f"backlog-{run}-"]))]
+    for what, step in steps:
+        try:
+            await step()
+        except Exception as exc:      # noqa: BLE001 - the run's figures are already printed
+            print(f"run {run}: clean-up of its {what} failed ({type(exc).__name__}: {exc}); left behind", flush=True)
 
 
 def main() -> None:

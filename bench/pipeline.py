@@ -563,7 +563,7 @@ class Bench:
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             while (got := total_since(await end_offsets(self.brokers, [dst]), {})) < self.args.events:
                 if w.proc is not None and w.proc.poll() is not None:
-                    raise RuntimeError(f"faust ceiling: the worker exited; see {w.log}")
+                    raise RuntimeError(f"faust ceiling: the worker exited; see {w.log_path}")
                 if time.monotonic() - t0 > self.args.pass_timeout:
                     raise TimeoutError(f"faust ceiling: {got:,} of {self.args.events:,}")
                 await asyncio.sleep(0.5)
@@ -622,7 +622,7 @@ class Bench:
                 # them before its outputs: so the pass ends when Quix has committed every offset.
                 while (done := await commits.poll()) < inputs:
                     if w.proc is not None and w.proc.poll() is not None:
-                        raise RuntimeError(f"quix: the worker exited; see {w.log}")
+                        raise RuntimeError(f"quix: the worker exited; see {w.log_path}")
                     if time.monotonic() - t0 > self.args.pass_timeout:
                         raise TimeoutError(f"quix: {done:,} of {inputs:,} committed")
                     await asyncio.sleep(0.1)
