@@ -232,6 +232,13 @@ def total_since(ends: dict[TopicPartition, int], since: dict[TopicPartition, int
     return sum(end - since.get(tp, 0) for tp, end in ends.items())
 
 
+def distinct_sources(records: list[Any], topic: str) -> int:
+    """How many input records of `topic` these sink records come from (source headers)."""
+    src = topic.encode()
+    return len({(h.get("source-partition"), h.get("source-offset"))
+                for h in (dict(r.headers) for r in records) if h.get("source-topic") == src})
+
+
 async def read_since(brokers: str, since: dict[TopicPartition, int],
                      until: dict[TopicPartition, int]) -> list[Any]:
     """Records from `since` (default 0) up to `until`, on the partitions of `until`."""
@@ -690,7 +697,10 @@ class Bench:
         while True:
             ends = await end_offsets(self.brokers, self.sinks)
             got = total_since(ends, since)
-            if got >= self.args.events:
+            # Done when every input is out, not at as many outputs as inputs: a repeat would
+            # otherwise end the pass early and count the inputs still on their way as missing.
+            if got >= self.args.events and distinct_sources(await read_since(self.brokers, since, ends),
+                                                            self.src) >= self.args.events:
                 break
             if any(w.proc is not None and w.proc.poll() is not None for w in ws):
                 raise RuntimeError(f"{label}: a worker exited; logs in {self.tmp}")
