@@ -58,12 +58,13 @@ class Outcome:
     rewinds: int      # watchdog rewinds in the (surviving) worker's log
 
 
-async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0, rebalance: float = 0.0) -> Outcome:
+async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0, rebalance: float = 0.0,
+               keep_logs: bool = False) -> Outcome:
     with stack_lock():
-        return await _once(events, rewound, warm, kill, rebalance)
+        return await _once(events, rewound, warm, kill, rebalance, keep_logs)
 
 
-async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: float) -> Outcome:
+async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: float, keep_logs: bool) -> Outcome:
     run = uuid.uuid4().hex[:8]
     base = stack_env()
     admin = base["APP_POSTGRES_DSN"].rsplit("/", 1)[0]
@@ -117,7 +118,7 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
         ends = await end_offsets(settings.kafka_brokers, [src])
         missing = {tp.partition: sum((tp.partition, o) not in seen for o in range(end)) for tp, end in ends.items()}
         rewinds = (tmp / "worker.log").read_text(errors="replace").count("seeking back")
-        if any(missing.values()) or rewinds or repeated:
+        if any(missing.values()) or rewinds or repeated or keep_logs:
             kept = Path("/tmp/backlog-logs") / run
             kept.mkdir(parents=True, exist_ok=True)
             for f in tmp.glob("*.log"):
@@ -158,11 +159,12 @@ def main() -> None:
                    help="SIGKILL the worker S seconds after it is ready, then start another at once")
     p.add_argument("--rebalance", type=float, default=0.0, metavar="S",
                    help="two workers; SIGKILL one S seconds after both are ready, the other takes over")
+    p.add_argument("--keep-logs", action="store_true", help="copy every run's logs to /tmp/backlog-logs, clean or not")
     args = p.parse_args()
 
     async def runs() -> int:
         try:
-            outcomes = [await once(args.events, args.rewound, args.warm, args.kill, args.rebalance)
+            outcomes = [await once(args.events, args.rewound, args.warm, args.kill, args.rebalance, args.keep_logs)
                         for _ in range(args.runs)]
         finally:
             await close_offsets()

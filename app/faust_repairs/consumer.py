@@ -42,6 +42,32 @@ every partition back to its commit point afterwards; three more faults break tha
    rejoin is requested, so the group learns the new URL (the table routing of the others
    uses it) in one ordinary rebalance.
 
+5. *The seek at the end of a recovery races the fetcher.* `Recovery._resume_streams` resumes the
+   stream partitions and then awaits `Consumer.perform_seek` (the committed offset of every
+   partition, one coordinator round trip each, then (1)'s seek and position lookups: 1.4 s in
+   a traced warm start) while the fetcher goes on, on the consumer's thread, from aiokafka's
+   old position. Three things follow: (a) the records fetched meanwhile reach the agents, and
+   after the seek puts aiokafka and faust's read offset back at the commit point they are
+   fetched and processed again (issue 13's within-life repeats: whole `getmany` batches of
+   `broker_max_poll_records`, often 1,000 per warm start; traced as `drop-below-read ...:2
+   offset=0 read=734` then `agent-jump ...:2 734 -> 5`); (b) the records fetched from the new
+   position between aiokafka's seek and faust's read offset update (after `seek_to_committed`
+   returns) are below the old read offset and dropped by `Consumer._drain_messages` (offsets
+   0..4 above; on a partition that had not reached the agent before, a hole for the watchdog:
+   issue 13's post-rebalance rewinds); (c) a batch fetched before the seek but handed over
+   after it moves the read offset past the commit point again, with the same drop. Repair:
+   `perform_seek` pauses the partitions it repositions (acked, not changelogs) in aiokafka, on
+   the consumer's thread, for the whole seek and read-offset update, so nothing is fetched
+   from either position meanwhile; every fetch is stamped (on that thread, as it takes the
+   records) with the count of seeks begun, and `getmany` hands over no record of those
+   partitions taken before a seek began (aiokafka's seek moved its position back below them:
+   they are fetched again, once, from the commit point). Found with `bench/backlog_start.py
+   --warm` and `--rebalance 3` and bench/faust_trace (issue 13): before, 7 of 20 warm starts
+   repeated 11,975 records; after, none of 20 repeated a record, and 20 rebalance starts had no
+   rewind and nothing missing (bench/results/issue13-repeats.txt). The upstream thread on this
+   order is faust-streaming #216 (PR #217 moved the seek after the changelog reading, where it
+   still races the fetcher).
+
 What is left can only hold a commit point back, never move it past a record: the watchdog
 then rewinds the partition with `Consumer.rewind`, which also holds back the records of that
 partition fetched before the rewind (all past the commit point, since the consumer had read
@@ -56,9 +82,11 @@ import time
 from typing import Any, AsyncIterator, Mapping, Optional, Tuple
 
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
+from aiokafka.structs import TopicPartition
 from faust.assignor import PartitionAssignor as FaustPartitionAssignor
 from faust.assignor.client_assignment import ClientMetadata
 from faust.transport.drivers import aiokafka as driver
+from faust.transport.consumer import RecordMap
 from faust.types import TP, Message
 from mode.utils.queues import FlowControlEvent
 
@@ -82,6 +110,10 @@ class Consumer(driver.Consumer):
         super().__init__(*args, **kwargs)
         self._starts: dict[TP, int] = {}                      # where partitions with no commit were sought to
         self._rewinds: dict[TP, Tuple[int, float]] = {}       # partition -> (target, until)
+        # (5), all written on the consumer's thread: seeks begun, seeks under way, the partitions
+        # they hold paused, and the seeks begun when the last fetch took its records.
+        self._seeks = self._seeking = self._fetch_seeks = 0
+        self._held: set[TopicPartition] = set()
 
     @property
     def _gaps_allowed(self) -> bool:
@@ -104,6 +136,53 @@ class Consumer(driver.Consumer):
                                  for tp, start in zip(fresh, starts, strict=True) if start is not None})
         return committed
 
+    # (5)
+    def _repositioned(self, tp: TP) -> bool:
+        """Whether `perform_seek` moves this partition (aiokafka to its commit point, or (1))."""
+        return self.app.topics.acks_enabled_for(tp.topic) and not self._is_changelog_tp(tp)
+
+    async def perform_seek(self) -> None:
+        thread: Any = self._thread
+        held = {TopicPartition(tp.topic, tp.partition) for tp in self.assignment() if self._repositioned(tp)}
+        await thread.call_thread(self._hold_fetching, held)
+        try:
+            await super().perform_seek()       # aiokafka's seek, (1), then faust's read offsets
+        finally:
+            await thread.call_thread(self._release_fetching)
+
+    def _aiokafka(self) -> Any:
+        thread: Any = self._thread
+        return thread._ensure_consumer()
+
+    def _hold_fetching(self, tps: set[TopicPartition]) -> None:
+        # On the consumer's thread, between two fetches' takes: the count and the pause go together.
+        self._seeks += 1
+        self._seeking += 1
+        consumer = self._aiokafka()
+        tps &= consumer.assignment()             # as assigned now, on this thread
+        self._held |= tps
+        consumer.pause(*tps)
+
+    def _release_fetching(self) -> None:
+        self._seeking -= 1
+        if not self._seeking:
+            consumer = self._aiokafka()
+            consumer.resume(*(self._held & consumer.assignment()))
+            self._held.clear()
+
+    async def _getmany(self, active_partitions: Optional[set[TP]], timeout: float) -> RecordMap:
+        thread: Any = self._thread
+        consumer = thread._ensure_consumer()
+
+        async def fetch() -> RecordMap:      # faust's ConsumerThread.getmany, stamped
+            records: RecordMap = await thread._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=consumer._max_poll_records)
+            self._fetch_seeks = self._seeks     # no await since the records were taken
+            return records
+
+        records: RecordMap = await thread.call_thread(fetch)
+        return records
+
     # (2)
     def _new_offset(self, tp: TP) -> Optional[int]:
         acked = self._acked[tp]
@@ -121,19 +200,29 @@ class Consumer(driver.Consumer):
 
     def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
         records = super().getmany(timeout)
-        # No extra layer per record unless a rewind is pending (the usual case: none).
-        return self._held_back(records) if self._rewinds else records
+        # No extra layer per record unless a rewind is pending or a seek can come (5): faust seeks
+        # only while rebalancing, or from getmany itself (after its batch). The usual case: neither.
+        return self._held_back(records) if self._rewinds or self._seeking or self.app.rebalancing else records
 
     async def _held_back(self, records: AsyncIterator[Tuple[TP, Message]]) -> AsyncIterator[Tuple[TP, Message]]:
         rewinds = self._rewinds
-        async for tp, message in records:
-            if tp in rewinds:
-                target, until = rewinds[tp]
-                if message.offset == target or time.monotonic() > until:
-                    del rewinds[tp]
-                else:
-                    continue      # fetched before the rewind: Kafka sends it again after the target
-            yield tp, message
+        stale: dict[TP, int] = {}
+        try:
+            async for tp, message in records:
+                if self._fetch_seeks != self._seeks and self._repositioned(tp):
+                    stale[tp] = stale.get(tp, 0) + 1
+                    continue      # (5) taken before a seek moved aiokafka back below it: fetched again
+                if tp in rewinds:
+                    target, until = rewinds[tp]
+                    if message.offset == target or time.monotonic() > until:
+                        del rewinds[tp]
+                    else:
+                        continue      # fetched before the rewind: Kafka sends it again after the target
+                yield tp, message
+        finally:
+            if stale:
+                log.info("perform_seek: records fetched before the seek not handed over (fetched again from "
+                         "the commit point): %s", {f"{tp.topic}[{tp.partition}]": n for tp, n in stale.items()})
 
 
 class PartitionAssignor(FaustPartitionAssignor):

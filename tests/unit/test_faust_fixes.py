@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
 import pytest
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from intervaltree import IntervalTree
@@ -29,8 +30,11 @@ def bare_consumer(offset_gaps: bool = False) -> Consumer:
     c._acked_index = defaultdict(set)
     c._gap = defaultdict(IntervalTree)
     c._committed_offset = defaultdict(lambda: None)
-    c.app = SimpleNamespace(offset_gaps=offset_gaps,
-                            topics=SimpleNamespace(acks_enabled_for=lambda topic: "changelog" not in topic))
+    c._seeks = c._seeking = c._fetch_seeks = 0
+    c._held = set()
+    c.app = SimpleNamespace(offset_gaps=offset_gaps, rebalancing=False,
+                            topics=SimpleNamespace(acks_enabled_for=lambda topic: "changelog" not in topic),
+                            tables=SimpleNamespace(changelog_topics={CHANGELOG.topic}))
     return c
 
 
@@ -207,6 +211,125 @@ def test_a_rewind_target_that_never_arrives_stops_holding_records_back(monkeypat
         return [(tp, m.offset) async for tp, m in c.getmany(1.0)]
 
     assert asyncio.run(one_batch()) == [(RAW0, 5000)]
+
+
+# (5) the seek at the end of a recovery ------------------------------------------------------
+
+class FakeThread:
+    """faust's consumer thread and the aiokafka consumer in it: calls run at once, and pause,
+    resume, seek and fetch go into one list of events in the order the thread saw them."""
+
+    def __init__(self, assigned: set[TP], events: list[Any]) -> None:
+        self.assigned = {TopicPartition(tp.topic, tp.partition) for tp in assigned}
+        self.events = events
+        self.paused: set[TopicPartition] = set()
+        self.fetches: list[dict[TP, list[Any]]] = []
+        self.on_fetch: Any = None
+
+    async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
+        result = fun(*args, **kwargs)
+        return await result if asyncio.iscoroutine(result) else result
+
+    def _ensure_consumer(self) -> Any:
+        return SimpleNamespace(assignment=lambda: set(self.assigned), pause=self.pause, resume=self.resume,
+                               _max_poll_records=1000)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+        self.events.append(("pause", sorted(tps)))
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
+        self.events.append(("resume", sorted(tps)))
+
+    async def _fetch_records(self, consumer: Any, active: Any, timeout: float, max_records: int) -> Any:
+        if self.on_fetch:
+            self.on_fetch()
+        records = self.fetches.pop(0)
+        return {tp: rs for tp, rs in records.items() if TopicPartition(tp.topic, tp.partition) not in self.paused}
+
+
+def seeking_consumer(monkeypatch: pytest.MonkeyPatch, events: list[Any]) -> tuple[Consumer, FakeThread]:
+    c = bare_consumer()
+    thread = FakeThread({RAW0, RAW1, CHANGELOG}, events)
+    c._thread = thread
+    c.assignment = lambda: {RAW0, RAW1, CHANGELOG}      # type: ignore[method-assign]
+
+    async def parent_perform_seek(self: Any) -> None:
+        events.append(("seek and read offsets", sorted(thread.paused)))
+
+    monkeypatch.setattr(driver.Consumer, "perform_seek", parent_perform_seek)
+    return c, thread
+
+
+def test_the_seek_holds_the_partitions_it_moves_paused_until_the_read_offsets_are_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[Any] = []
+    c, _ = seeking_consumer(monkeypatch, events)
+    asyncio.run(c.perform_seek())
+    moved = sorted([TopicPartition(RAW0.topic, 0), TopicPartition(RAW1.topic, 1)])
+    assert events == [("pause", moved), ("seek and read offsets", moved), ("resume", moved)], \
+        "the changelog (no acks, not sought by (1)) is never paused"
+    assert (c._seeks, c._seeking) == (1, 0)
+
+
+def test_overlapping_seeks_resume_fetching_after_the_last_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[Any] = []
+    c, thread = seeking_consumer(monkeypatch, events)
+    c._hold_fetching({TopicPartition(RAW0.topic, 0)})       # e.g. getmany's own seek, under way
+    asyncio.run(c.perform_seek())
+    assert thread.paused == {TopicPartition(RAW0.topic, 0), TopicPartition(RAW1.topic, 1)}
+    c._release_fetching()
+    assert thread.paused == set() and c._seeking == 0
+
+
+def test_records_taken_before_a_seek_began_are_not_handed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm start of the trace: a fetch takes RAW0 0..2 and RAW1 50 at aiokafka's old
+    position, the recovery's seek begins before they are handed over; the seek moves RAW0 and
+    RAW1 back (they come again from their commit points), not the changelog."""
+    events: list[Any] = []
+    c, thread = seeking_consumer(monkeypatch, events)
+    c.app.rebalancing = True
+    m = SimpleNamespace
+    thread.fetches = [{RAW0: [m(offset=0), m(offset=1), m(offset=2)], RAW1: [m(offset=50)], CHANGELOG: [m(offset=7)]},
+                      {RAW0: [m(offset=0), m(offset=1)], RAW1: [m(offset=40)]}]
+
+    async def parent_getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
+        records = await self._getmany(None, timeout)
+        for tp, rs in records.items():
+            for r in rs:
+                yield tp, r
+
+    monkeypatch.setattr(driver.Consumer, "getmany", parent_getmany)
+
+    async def scenario() -> tuple[list[tuple[TP, int]], list[tuple[TP, int]]]:
+        first: list[tuple[TP, int]] = []
+        async for tp, message in c.getmany(1.0):
+            first.append((tp, message.offset))
+            if len(first) == 1:
+                await c.perform_seek()         # begins while the batch is being handed over
+        again = [(tp, message.offset) async for tp, message in c.getmany(1.0)]
+        return first, again
+
+    first, again = asyncio.run(scenario())
+    assert first == [(RAW0, 0), (CHANGELOG, 7)], "handed over before the seek; the rest is stale but the changelog's"
+    assert again == [(RAW0, 0), (RAW0, 1), (RAW1, 40)], "fetched after the seek: all handed over"
+
+
+def test_a_fetch_that_took_its_records_after_the_seek_began_is_handed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[Any] = []
+    c, thread = seeking_consumer(monkeypatch, events)
+    c._hold_fetching(set())               # a seek began while the fetch waited for records
+    thread.fetches = [{RAW0: [SimpleNamespace(offset=300)]}]
+    records = asyncio.run(c._getmany(None, 1.0))
+    assert records and c._fetch_seeks == c._seeks == 1
+
+
+def test_without_a_seek_or_a_rebalance_getmany_adds_no_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = bare_consumer()
+    inner = object()
+    monkeypatch.setattr(driver.Consumer, "getmany", lambda self, timeout: inner)
+    assert c.getmany(1.0) is inner
 
 
 # (4) a static member back at another URL -------------------------------------------------
