@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -195,26 +197,111 @@ async def full_batches(app: Any, stream: StreamT, size: int, within: float) -> A
 
 
 async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, *,
-              size: int, within: float, fill: bool = False) -> None:
+              size: int, within: float, fill: bool = False, in_flight: int = 1) -> None:
     """The agent's whole life: once the migrations ran (`app.resources.ready`), batches
     processed and acked until the stream is cancelled; `fill`: batches filled or timed out
     (`full_batches`), else as the load comes (`batches`). An exception that still escapes marks
-    the agent dead (/health then answers 503)."""
+    the agent dead (/health then answers 503).
+
+    `in_flight` > 1: up to that many batches are processed at once, the next one taken while
+    the earlier ones wait on their servers (see `Pipeline`); acks still go batch after batch, in
+    the order taken, each once its batch is done."""
     take = full_batches if fill else batches
     progress: Progress = app.resources.progress
+    pipeline = Pipeline(agent, stream, handle, isolate, progress, in_flight)
     try:
         await app.resources.ready()
         async for events in take(app, stream, size, within):
             metrics.batch_taken(agent, len(events))
-            with progress.batch(agent, events):
-                await process(agent, events, handle, isolate)
-            for event in events:
-                await stream.ack(event)
+            await pipeline.add(events)
+        await pipeline.drain()
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
         progress.died(agent, exc)
         raise
+    finally:
+        pipeline.cancel()
+
+
+_turn: contextvars.ContextVar[Optional["asyncio.Future[None]"]] = contextvars.ContextVar("batch_turn", default=None)
+
+
+async def my_turn() -> None:
+    """Waits until every batch taken before this one is done (processed, not yet acked): what a
+    handle calls before a write whose order matters (a later batch of the same partition may
+    hold a newer version of the same row; two writers locking the same rows in opposite orders
+    could deadlock). At once outside a pipeline, or for its oldest batch. Raises CancelledError
+    when an earlier batch did not complete: its batch is then neither written nor acked."""
+    earlier = _turn.get()
+    if earlier is None:
+        return
+    await asyncio.wait([earlier])
+    if earlier.cancelled() or earlier.exception() is not None:
+        raise asyncio.CancelledError("an earlier batch of the pipeline did not complete")
+
+
+class Pipeline:
+    """Up to `depth` batches processed at once, acked strictly in the order they were taken.
+
+    Each batch runs `process` in a task of its own; the agent's loop goes on taking the next
+    batch (whose CPU-bound part, e.g. parsing, so overlaps an earlier batch's wait on its
+    server). A batch is acked only after its task is done and every batch before it is acked:
+    the committed offset never passes an event whose work is unfinished (faust's own
+    `concurrency` does not promise that: see docs/architecture.md). A task that raises (only
+    CancelledError or an escaped bug: `process` isolates everything else) stops the pipeline:
+    the later batches are cancelled unacked and consumed again after a restart or rebalance.
+    `depth` 1 is the plain loop: process, ack, take the next."""
+
+    def __init__(self, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, progress: "Progress",
+                 depth: int = 1) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.agent, self.stream, self.handle, self.isolate = agent, stream, handle, isolate
+        self.progress, self.depth = progress, depth
+        self._pending: collections.deque[tuple["asyncio.Task[None]", Sequence[EventT]]] = collections.deque()
+
+    async def add(self, events: Sequence[EventT]) -> None:
+        """Start the batch; ack the batches already done at the front; return once fewer than
+        `depth` are in flight."""
+        if self.depth == 1:
+            await self._process(events)
+            await self._ack(events)
+            return
+        previous = self._pending[-1][0] if self._pending else None
+        token = _turn.set(previous)
+        try:
+            task = asyncio.ensure_future(self._process(events))
+        finally:
+            _turn.reset(token)
+        self._pending.append((task, events))
+        while self._pending and (len(self._pending) >= self.depth or self._pending[0][0].done()):
+            await self._ack_oldest()
+
+    async def drain(self) -> None:
+        """Every batch in flight done and acked, in order."""
+        while self._pending:
+            await self._ack_oldest()
+
+    def cancel(self) -> None:
+        """The batches still in flight cancelled, unacked (the stream ended or raised)."""
+        while self._pending:
+            task, _ = self._pending.popleft()
+            task.cancel()
+
+    async def _process(self, events: Sequence[EventT]) -> None:
+        with self.progress.batch(self.agent, events):
+            await process(self.agent, events, self.handle, self.isolate)
+
+    async def _ack_oldest(self) -> None:
+        task, events = self._pending[0]
+        await asyncio.shield(task)        # a cancellation of the loop leaves `cancel()` to stop it
+        self._pending.popleft()
+        await self._ack(events)
+
+    async def _ack(self, events: Sequence[EventT]) -> None:
+        for event in events:
+            await self.stream.ack(event)
 
 
 @dataclass(frozen=True)
@@ -226,22 +313,24 @@ class Unfinished:
 
 
 class Progress:
-    """The batches being processed (one per agent: agents run with concurrency 1) and the
+    """The batches being processed (per agent: one, or up to its pipeline's depth) and the
     agents that died."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._open: dict[str, tuple[float, frozenset[tuple[str, int]]]] = {}
+        self._open: dict[tuple[str, int], tuple[float, frozenset[tuple[str, int]]]] = {}
+        self._ids = itertools.count()
         self.dead: dict[str, str] = {}
 
     @contextlib.contextmanager
     def batch(self, agent: str, events: Sequence[EventT]) -> Iterator[None]:
         partitions = frozenset((e.message.topic, e.message.partition) for e in events)
-        self._open[agent] = (self.clock(), partitions)
+        key = (agent, next(self._ids))
+        self._open[key] = (self.clock(), partitions)
         try:
             yield
         finally:
-            self._open.pop(agent, None)
+            self._open.pop(key, None)
 
     def died(self, agent: str, exc: BaseException) -> None:
         self.dead[agent] = f"{type(exc).__name__}: {exc}"[:300]
@@ -251,7 +340,7 @@ class Progress:
         """Each partition with a batch in progress, the oldest batch first."""
         now = self.clock()
         oldest: dict[tuple[str, int], Unfinished] = {}
-        for agent, (started, partitions) in self._open.items():
+        for (agent, _), (started, partitions) in self._open.items():
             for topic, partition in partitions:
                 age = now - started
                 if (topic, partition) not in oldest or oldest[(topic, partition)].age_s < age:
