@@ -10,7 +10,9 @@ and waits for every order number's row. Figures per run:
 - from the worker's /metrics: the time spent inside `save_order_totals` (sum of the
   histogram) against that span, i.e. how much of the span the upserts themselves fill, and
   the batches the agent took;
-- the worker's CPU seconds per second from the first row seen to the last (1.0: one core busy);
+- the worker's CPU seconds per second from the first row seen to the last (1.0: one core busy),
+  and its CPU µs per row in that window: on a shared machine the worker often gets less than a
+  core, and CPU per row is the steadier figure;
 - `--upserts-only`: the same rows upserted straight from this process through the adapter
   (100 rows per upsert, serial and `--inflight` at a time), no Kafka, no faust: the database's
   own ceiling on this machine right now.
@@ -124,12 +126,13 @@ async def _once(orders_n: int, upserts: bool, inflight: int, extra_env: dict[str
         try:
             while (n := await conn.fetchval("SELECT count(*) FROM sales")) < expected:
                 if n and cpu0 is None:
-                    cpu0, c0 = proc_cpu(worker.pid), time.monotonic()
+                    cpu0, c0, n0 = proc_cpu(worker.pid), time.monotonic(), n
                 if time.monotonic() - t0 > 300:
                     raise TimeoutError(f"sales: {n} of {expected} rows")
                 await asyncio.sleep(0.2)
             wall = time.monotonic() - t0
-            cpu = (proc_cpu(worker.pid) - cpu0, time.monotonic() - c0) if cpu0 is not None else (0.0, 1.0)
+            cpu = ((proc_cpu(worker.pid) - cpu0, time.monotonic() - c0, expected - n0) if cpu0 is not None
+                   else (float("nan"), 1.0, 1))
             upserted = await conn.fetch("SELECT processed_at, count(*) AS n FROM sales GROUP BY 1 ORDER BY 1")
         finally:
             await conn.close()
@@ -139,7 +142,7 @@ async def _once(orders_n: int, upserts: bool, inflight: int, extra_env: dict[str
                   "span_s": span, "wall_s": wall, "upserts": len(upserted), "rows_per_upsert": expected / len(upserted),
                   "upsert_share": m["upsert_s"] / span if span > 0 else float("nan"),
                   "upsert_ms": 1000 * m["upsert_s"] / m["upserts"], "batches": m["batches"],
-                  "worker_cpu_share": cpu[0] / cpu[1], "load_1m": os.getloadavg()[0]})
+                  "worker_cpu_share": cpu[0] / cpu[1], "cpu_us_per_row": 1e6 * cpu[0] / cpu[2], "load_1m": os.getloadavg()[0]})
         print(f"run {run}: " + ", ".join(f"{k} {v:,.3f}" if isinstance(v, float) else f"{k} {v:,}"
                                          for k, v in r.items()), flush=True)
         return r
@@ -166,7 +169,7 @@ def main() -> None:
             results = [await once(args.orders, args.upserts_only, args.inflight, extra) for _ in range(args.runs)]
         finally:
             await close_offsets()
-        for key in ("rows_per_s", "worker_cpu_share", "upsert_share", "upsert_ms", "rows_per_upsert", "serial", f"x{args.inflight}"):
+        for key in ("rows_per_s", "cpu_us_per_row", "worker_cpu_share", "upsert_share", "upsert_ms", "rows_per_upsert", "serial", f"x{args.inflight}"):
             values = [r[key] for r in results if key in r]
             if values:
                 print(f"median {key}: {statistics.median(values):,.3f} (runs: "
