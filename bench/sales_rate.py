@@ -75,7 +75,7 @@ async def upserts_only(settings: Settings, orders: list[Any], inflight: int) -> 
             queue = list(chunks)
             t0 = time.monotonic()
 
-            async def lane() -> None:
+            async def lane(queue: list[list[Any]] = queue) -> None:
                 while queue:
                     await pg.save_order_totals(queue.pop())
             await asyncio.gather(*(lane() for _ in range(width)))
@@ -138,11 +138,13 @@ async def _once(orders_n: int, upserts: bool, inflight: int, extra_env: dict[str
             await conn.close()
         span = (upserted[-1]["processed_at"] - upserted[0]["processed_at"]).total_seconds()
         m = scrape(port)
-        r.update({"rows": expected, "rows_per_s": (expected - upserted[0]["n"]) / span if span > 0 else float("inf"),
+        rate = (expected - upserted[0]["n"]) / span if span > 0 else float("inf")
+        r.update({"rows": expected, "rows_per_s": rate,
                   "span_s": span, "wall_s": wall, "upserts": len(upserted), "rows_per_upsert": expected / len(upserted),
                   "upsert_share": m["upsert_s"] / span if span > 0 else float("nan"),
                   "upsert_ms": 1000 * m["upsert_s"] / m["upserts"], "batches": m["batches"],
-                  "worker_cpu_share": cpu[0] / cpu[1], "cpu_us_per_row": 1e6 * cpu[0] / cpu[2], "load_1m": os.getloadavg()[0]})
+                  "worker_cpu_share": cpu[0] / cpu[1], "cpu_us_per_row": 1e6 * cpu[0] / cpu[2],
+                  "load_1m": os.getloadavg()[0]})
         print(f"run {run}: " + ", ".join(f"{k} {v:,.3f}" if isinstance(v, float) else f"{k} {v:,}"
                                          for k, v in r.items()), flush=True)
         return r
@@ -169,7 +171,8 @@ def main() -> None:
             results = [await once(args.orders, args.upserts_only, args.inflight, extra) for _ in range(args.runs)]
         finally:
             await close_offsets()
-        for key in ("rows_per_s", "cpu_us_per_row", "worker_cpu_share", "upsert_share", "upsert_ms", "rows_per_upsert", "serial", f"x{args.inflight}"):
+        for key in ("rows_per_s", "cpu_us_per_row", "worker_cpu_share", "upsert_share", "upsert_ms",
+                    "rows_per_upsert", "serial", f"x{args.inflight}"):
             values = [r[key] for r in results if key in r]
             if values:
                 print(f"median {key}: {statistics.median(values):,.3f} (runs: "
