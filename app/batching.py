@@ -205,7 +205,7 @@ async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Is
 
     `in_flight` > 1: up to that many batches are processed at once, the next one taken while
     the earlier ones wait on their servers (see `Pipeline`); acks still go batch after batch, in
-    the order taken, each once its batch is done."""
+    the order taken, each as soon as its batch and every one before it are done."""
     take = full_batches if fill else batches
     progress: Progress = app.resources.progress
     pipeline = Pipeline(agent, stream, handle, isolate, progress, in_flight)
@@ -216,7 +216,10 @@ async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Is
             await pipeline.add(events)
         await pipeline.drain()
     except asyncio.CancelledError:
-        raise
+        if pipeline.failure is None:
+            raise
+        progress.died(agent, pipeline.failure)
+        raise pipeline.failure from None
     except BaseException as exc:
         progress.died(agent, exc)
         raise
@@ -244,14 +247,16 @@ async def my_turn() -> None:
 class Pipeline:
     """Up to `depth` batches processed at once, acked strictly in the order they were taken.
 
-    Each batch runs `process` in a task of its own; the agent's loop goes on taking the next
-    batch (whose CPU-bound part, e.g. parsing, so overlaps an earlier batch's wait on its
-    server). A batch is acked only after its task is done and every batch before it is acked:
-    the committed offset never passes an event whose work is unfinished (faust's own
-    `concurrency` does not promise that: see docs/architecture.md). A task that raises (only
-    CancelledError or an escaped bug: `process` isolates everything else) stops the pipeline:
-    the later batches are cancelled unacked and consumed again after a restart or rebalance.
-    `depth` 1 is the plain loop: process, ack, take the next."""
+    Each batch runs in a task of its own: `process`, then (once the batch before is acked) its
+    acks. The agent's loop meanwhile takes the next batch, whose CPU-bound part (parsing) so
+    overlaps an earlier batch's wait on its server; it waits only while `depth` batches are in
+    flight. A batch is acked only after its own work is done and every batch before it is
+    acked, with no need for a next batch to arrive: the committed offset never passes an event
+    whose work is unfinished (faust's own agent `concurrency` does not promise that: faust
+    #606). A task that raises (only CancelledError or an escaped bug: `process` isolates
+    everything else) stops the pipeline: the batches after it ack nothing, are cancelled and
+    are consumed again after a restart or rebalance, and the error leaves `run` as it would
+    have without a pipeline. `depth` 1 is the plain loop: process, ack, take the next."""
 
     def __init__(self, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, progress: "Progress",
                  depth: int = 1) -> None:
@@ -259,45 +264,64 @@ class Pipeline:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.agent, self.stream, self.handle, self.isolate = agent, stream, handle, isolate
         self.progress, self.depth = progress, depth
-        self._pending: collections.deque[tuple["asyncio.Task[None]", Sequence[EventT]]] = collections.deque()
+        self.failure: Optional[BaseException] = None
+        self._pending: collections.deque["asyncio.Task[None]"] = collections.deque()
+        self._loop_task: Optional["asyncio.Task[Any]"] = None
 
     async def add(self, events: Sequence[EventT]) -> None:
-        """Start the batch; ack the batches already done at the front; return once fewer than
-        `depth` are in flight."""
+        """Start the batch; return once fewer than `depth` batches are in flight."""
         if self.depth == 1:
-            await self._process(events)
+            with self.progress.batch(self.agent, events):
+                await process(self.agent, events, self.handle, self.isolate)
             await self._ack(events)
             return
-        previous = self._pending[-1][0] if self._pending else None
+        self._loop_task = asyncio.current_task()
+        self._raise_failure()
+        previous = self._pending[-1] if self._pending else None
         token = _turn.set(previous)
         try:
-            task = asyncio.ensure_future(self._process(events))
+            task = asyncio.ensure_future(self._batch(events, previous))
         finally:
             _turn.reset(token)
-        self._pending.append((task, events))
-        while self._pending and (len(self._pending) >= self.depth or self._pending[0][0].done()):
-            await self._ack_oldest()
+        task.add_done_callback(self._done)
+        self._pending.append(task)
+        while len(self._pending) >= self.depth:
+            await asyncio.wait([self._pending[0]])
+            self._raise_failure()
 
     async def drain(self) -> None:
         """Every batch in flight done and acked, in order."""
         while self._pending:
-            await self._ack_oldest()
+            await asyncio.wait([self._pending[-1]])
+            self._raise_failure()
 
     def cancel(self) -> None:
         """The batches still in flight cancelled, unacked (the stream ended or raised)."""
-        while self._pending:
-            task, _ = self._pending.popleft()
+        for task in list(self._pending):
             task.cancel()
 
-    async def _process(self, events: Sequence[EventT]) -> None:
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def _batch(self, events: Sequence[EventT], previous: Optional["asyncio.Task[None]"]) -> None:
         with self.progress.batch(self.agent, events):
             await process(self.agent, events, self.handle, self.isolate)
-
-    async def _ack_oldest(self) -> None:
-        task, events = self._pending[0]
-        await asyncio.shield(task)        # a cancellation of the loop leaves `cancel()` to stop it
-        self._pending.popleft()
+        if previous is not None:
+            await asyncio.wait([previous])
+            if previous.cancelled() or previous.exception() is not None:
+                raise asyncio.CancelledError("an earlier batch of the pipeline did not complete")
         await self._ack(events)
+
+    def _done(self, task: "asyncio.Task[None]") -> None:
+        if task in self._pending:
+            self._pending.remove(task)
+        if task.cancelled() or task.exception() is None or self.failure is not None:
+            return
+        # The loop may be waiting for a batch that an idle stream never brings: stop it now.
+        self.failure = task.exception()
+        if self._loop_task is not None and not self._loop_task.done():
+            self._loop_task.cancel()
 
     async def _ack(self, events: Sequence[EventT]) -> None:
         for event in events:

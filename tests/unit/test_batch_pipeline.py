@@ -218,3 +218,18 @@ def test_sales_a_later_total_of_the_same_order_wins_even_when_the_earlier_upsert
     asyncio.run(scenario())
     assert calls == [[1, 2], [1]]
     assert table == {1: Decimal("9.00"), 2: Decimal("2.00")}
+
+
+def test_the_last_batch_is_acked_without_waiting_for_a_next_one() -> None:
+    """An idle stream brings no next batch: the acks of the batches in flight must not wait for it."""
+    async def scenario() -> None:
+        log: list[tuple[str, int]] = []
+        handle = Gated(log)
+        pipe = Pipeline("sales", Stream(log), handle, no_isolate, Progress(), depth=4)  # type: ignore[arg-type]
+        await pipe.add(batch(0))
+        await pipe.add(batch(1))
+        handle.gate(0).set()
+        handle.gate(2).set()
+        await settle()
+        assert acks(log) == [0, 1, 2, 3]               # the loop never came back, yet all is acked
+    asyncio.run(scenario())
