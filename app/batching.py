@@ -231,7 +231,7 @@ _turn: contextvars.ContextVar[Optional["asyncio.Future[None]"]] = contextvars.Co
 
 
 async def my_turn() -> None:
-    """Waits until every batch taken before this one is done (processed, not yet acked): what a
+    """Waits until every batch taken before this one is done (processed and acked): what a
     handle calls before a write whose order matters (a later batch of the same partition may
     hold a newer version of the same row; two writers locking the same rows in opposite orders
     could deadlock). At once outside a pipeline, or for its oldest batch. Raises CancelledError
