@@ -39,14 +39,12 @@ async def process_sales_orders(stream: StreamT) -> None:
     during an outage or a rebalance replays it, and the upsert makes the replay harmless.
     A batch the database refuses is split by app/batching.py down to the refused order.
     Batches are filled (or time out): the orders go to PostgreSQL in upserts of 100.
-    `sales_batches_in_flight` batches are processed at once, acked in order (app/batching.py's
-    `Pipeline`): the next batch is parsed while the one before waits on its upsert.
     """
     await dead_letters.maybe_declare()
     handle = partial(handle_batch, save=app.resources.postgres.save_order_totals, send=send_dead_letters,
                      rules=settings.time_rules)
     await batching.run(app, AGENT, stream, handle, isolate, size=settings.sales_batch_size,
-                       within=settings.sales_batch_wait_s, fill=True, in_flight=settings.sales_batches_in_flight)
+                       within=settings.sales_batch_wait_s, fill=True)
 
 
 def parse(event: EventT, rules: TimeRules, now: datetime) -> tuple[int, Decimal] | PermanentError:
@@ -73,9 +71,6 @@ async def handle_batch(events: Sequence[EventT], *, save: SaveTotals, send: Send
         else:
             totals.append(outcome)
     rows = latest_rows(totals)
-    # In a pipeline (APP_SALES_BATCHES_IN_FLIGHT > 1) the parsing above overlaps the batch
-    # before; the upsert waits for it: a later batch may hold a newer total of the same order.
-    await batching.my_turn()
     with stage(Stage.STORE):
         await retry_transient(lambda: save(rows), what=WHAT)
     if rejected:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
-import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -197,135 +195,26 @@ async def full_batches(app: Any, stream: StreamT, size: int, within: float) -> A
 
 
 async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, *,
-              size: int, within: float, fill: bool = False, in_flight: int = 1) -> None:
+              size: int, within: float, fill: bool = False) -> None:
     """The agent's whole life: once the migrations ran (`app.resources.ready`), batches
     processed and acked until the stream is cancelled; `fill`: batches filled or timed out
     (`full_batches`), else as the load comes (`batches`). An exception that still escapes marks
-    the agent dead (/health then answers 503).
-
-    `in_flight` > 1: up to that many batches are processed at once, the next one taken while
-    the earlier ones wait on their servers (see `Pipeline`); acks still go batch after batch, in
-    the order taken, each as soon as its batch and every one before it are done."""
+    the agent dead (/health then answers 503)."""
     take = full_batches if fill else batches
     progress: Progress = app.resources.progress
-    pipeline = Pipeline(agent, stream, handle, isolate, progress, in_flight)
     try:
         await app.resources.ready()
         async for events in take(app, stream, size, within):
             metrics.batch_taken(agent, len(events))
-            await pipeline.add(events)
-        await pipeline.drain()
+            with progress.batch(agent, events):
+                await process(agent, events, handle, isolate)
+            for event in events:
+                await stream.ack(event)
     except asyncio.CancelledError:
-        if pipeline.failure is None:
-            raise
-        progress.died(agent, pipeline.failure)
-        raise pipeline.failure from None
+        raise
     except BaseException as exc:
         progress.died(agent, exc)
         raise
-    finally:
-        pipeline.cancel()
-
-
-_turn: contextvars.ContextVar[Optional["asyncio.Future[None]"]] = contextvars.ContextVar("batch_turn", default=None)
-
-
-async def my_turn() -> None:
-    """Waits until every batch taken before this one is done (processed and acked): what a
-    handle calls before a write whose order matters (a later batch of the same partition may
-    hold a newer version of the same row; two writers locking the same rows in opposite orders
-    could deadlock). At once outside a pipeline, or for its oldest batch. Raises CancelledError
-    when an earlier batch did not complete: its batch is then neither written nor acked."""
-    earlier = _turn.get()
-    if earlier is None:
-        return
-    await asyncio.wait([earlier])
-    if earlier.cancelled() or earlier.exception() is not None:
-        raise asyncio.CancelledError("an earlier batch of the pipeline did not complete")
-
-
-class Pipeline:
-    """Up to `depth` batches processed at once, acked strictly in the order they were taken.
-
-    Each batch runs in a task of its own: `process`, then (once the batch before is acked) its
-    acks. The agent's loop meanwhile takes the next batch, whose CPU-bound part (parsing) so
-    overlaps an earlier batch's wait on its server; it waits only while `depth` batches are in
-    flight. A batch is acked only after its own work is done and every batch before it is
-    acked, with no need for a next batch to arrive: the committed offset never passes an event
-    whose work is unfinished (faust's own agent `concurrency` does not promise that: faust
-    #606). A task that raises (only CancelledError or an escaped bug: `process` isolates
-    everything else) stops the pipeline: the batches after it ack nothing, are cancelled and
-    are consumed again after a restart or rebalance, and the error leaves `run` as it would
-    have without a pipeline. `depth` 1 is the plain loop: process, ack, take the next."""
-
-    def __init__(self, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, progress: "Progress",
-                 depth: int = 1) -> None:
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        self.agent, self.stream, self.handle, self.isolate = agent, stream, handle, isolate
-        self.progress, self.depth = progress, depth
-        self.failure: Optional[BaseException] = None
-        self._pending: collections.deque["asyncio.Task[None]"] = collections.deque()
-        self._loop_task: Optional["asyncio.Task[Any]"] = None
-
-    async def add(self, events: Sequence[EventT]) -> None:
-        """Start the batch; return once fewer than `depth` batches are in flight."""
-        if self.depth == 1:
-            with self.progress.batch(self.agent, events):
-                await process(self.agent, events, self.handle, self.isolate)
-            await self._ack(events)
-            return
-        self._loop_task = asyncio.current_task()
-        self._raise_failure()
-        previous = self._pending[-1] if self._pending else None
-        token = _turn.set(previous)
-        try:
-            task = asyncio.ensure_future(self._batch(events, previous))
-        finally:
-            _turn.reset(token)
-        task.add_done_callback(self._done)
-        self._pending.append(task)
-        while len(self._pending) >= self.depth:
-            await asyncio.wait([self._pending[0]])
-            self._raise_failure()
-
-    async def drain(self) -> None:
-        """Every batch in flight done and acked, in order."""
-        while self._pending:
-            await asyncio.wait([self._pending[-1]])
-            self._raise_failure()
-
-    def cancel(self) -> None:
-        """The batches still in flight cancelled, unacked (the stream ended or raised)."""
-        for task in list(self._pending):
-            task.cancel()
-
-    def _raise_failure(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-
-    async def _batch(self, events: Sequence[EventT], previous: Optional["asyncio.Task[None]"]) -> None:
-        with self.progress.batch(self.agent, events):
-            await process(self.agent, events, self.handle, self.isolate)
-        if previous is not None:
-            await asyncio.wait([previous])
-            if previous.cancelled() or previous.exception() is not None:
-                raise asyncio.CancelledError("an earlier batch of the pipeline did not complete")
-        await self._ack(events)
-
-    def _done(self, task: "asyncio.Task[None]") -> None:
-        if task in self._pending:
-            self._pending.remove(task)
-        if task.cancelled() or task.exception() is None or self.failure is not None:
-            return
-        # The loop may be waiting for a batch that an idle stream never brings: stop it now.
-        self.failure = task.exception()
-        if self._loop_task is not None and not self._loop_task.done():
-            self._loop_task.cancel()
-
-    async def _ack(self, events: Sequence[EventT]) -> None:
-        for event in events:
-            await self.stream.ack(event)
 
 
 @dataclass(frozen=True)
@@ -337,24 +226,22 @@ class Unfinished:
 
 
 class Progress:
-    """The batches being processed (per agent: one, or up to its pipeline's depth) and the
+    """The batches being processed (one per agent: agents run with concurrency 1) and the
     agents that died."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._open: dict[tuple[str, int], tuple[float, frozenset[tuple[str, int]]]] = {}
-        self._ids = itertools.count()
+        self._open: dict[str, tuple[float, frozenset[tuple[str, int]]]] = {}
         self.dead: dict[str, str] = {}
 
     @contextlib.contextmanager
     def batch(self, agent: str, events: Sequence[EventT]) -> Iterator[None]:
         partitions = frozenset((e.message.topic, e.message.partition) for e in events)
-        key = (agent, next(self._ids))
-        self._open[key] = (self.clock(), partitions)
+        self._open[agent] = (self.clock(), partitions)
         try:
             yield
         finally:
-            self._open.pop(key, None)
+            self._open.pop(agent, None)
 
     def died(self, agent: str, exc: BaseException) -> None:
         self.dead[agent] = f"{type(exc).__name__}: {exc}"[:300]
@@ -364,7 +251,7 @@ class Progress:
         """Each partition with a batch in progress, the oldest batch first."""
         now = self.clock()
         oldest: dict[tuple[str, int], Unfinished] = {}
-        for (agent, _), (started, partitions) in self._open.items():
+        for agent, (started, partitions) in self._open.items():
             for topic, partition in partitions:
                 age = now - started
                 if (topic, partition) not in oldest or oldest[(topic, partition)].age_s < age:

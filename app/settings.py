@@ -255,9 +255,6 @@ class Settings:
     sales_batch_size: int = setting(100, _positive_int, "Most sales orders per PostgreSQL upsert.")
     sales_batch_wait_s: float = setting(0.5, _positive_float, "Longest wait to fill a sales batch before a "
                                         "partial one is saved, in seconds.")
-    sales_batches_in_flight: int = setting(2, _positive_int, "Sales batches processed at once: the next "
-                                           "batch is parsed while the one before waits on its upsert; the "
-                                           "upserts still go one after the other, acks in order. 1: none.")
     web_host: str = setting("127.0.0.1", _str, "Bind address of the web endpoint.")
     web_advertised_host: str = setting("", str, "Host name other workers use to reach this one "
                                        "(table routing); empty: the bind address, or the machine's "
