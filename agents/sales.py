@@ -18,8 +18,7 @@ from app.retry import retry_transient
 from app.topics import dead_letters, sales_orders
 from domain.errors import PermanentError, Stage, internal_error
 from domain.parsing import DEFAULT_TIME_RULES, TimeRules
-from domain.sales import order_totals, parse_order
-from models.sales_order import SalesOrder
+from domain.sales import latest_rows, parse_order_row
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +47,10 @@ async def process_sales_orders(stream: StreamT) -> None:
                        within=settings.sales_batch_wait_s, fill=True)
 
 
-def parse(event: EventT, rules: TimeRules, now: datetime) -> SalesOrder | PermanentError:
+def parse(event: EventT, rules: TimeRules, now: datetime) -> tuple[int, Decimal] | PermanentError:
+    """The order's (order_number, total), or why it is refused."""
     try:
-        return parse_order(event.message.value, rules=rules, now=now)
+        return parse_order_row(event.message.value, rules=rules, now=now)
     except PermanentError as err:
         return err
     except Exception as exc:  # noqa: BLE001 - isolated to this event, see app/batching.py
@@ -62,15 +62,15 @@ async def handle_batch(events: Sequence[EventT], *, save: SaveTotals, send: Send
     """Everything a batch needs before it may be acked. Never raises for bad input; a refusal
     of the database (PermanentError) or an unforeseen error is left to app/batching.py."""
     now = datetime.now(timezone.utc)
-    orders: list[tuple[EventT, SalesOrder]] = []
+    totals: list[tuple[int, Decimal]] = []
     rejected: Rejected = []
     for event in events:
         outcome = parse(event, rules, now)
         if isinstance(outcome, PermanentError):
             rejected.append((event, outcome))
         else:
-            orders.append((event, outcome))
-    rows = order_totals(order for _, order in orders)
+            totals.append(outcome)
+    rows = latest_rows(totals)
     with stage(Stage.STORE):
         await retry_transient(lambda: save(rows), what=WHAT)
     if rejected:

@@ -46,6 +46,29 @@ def parse_order(raw: Optional[bytes], *, rules: TimeRules = DEFAULT_TIME_RULES,
 
 def to_order(data: Mapping[str, Any], *, rules: TimeRules = DEFAULT_TIME_RULES,
              now: Optional[datetime] = None) -> SalesOrder:
+    order_number, items, customer_id, ordered_at = _validated(data, rules, now)
+    return SalesOrder(
+        order_number=order_number,
+        items=[OrderItem(product_id=p, quantity=q, unit_price=u) for p, q, u in items],
+        customer_id=customer_id,
+        ordered_at=ordered_at,
+    )
+
+
+def parse_order_row(raw: Optional[bytes], *, rules: TimeRules = DEFAULT_TIME_RULES,
+                    now: Optional[datetime] = None) -> tuple[int, Decimal]:
+    """(order_number, total) of one order, validated exactly as `parse_order` validates it
+    (the same checks, the same reasons) but without building the faust Records, whose field
+    descriptors cost about a third of the parsing: the sales agent's hot path."""
+    order_number, items, _, _ = _validated(decode_order(raw), rules, now)
+    return order_number, _total((u, q) for _, q, u in items)
+
+
+_Item = tuple[str, int, Decimal]      # product_id, quantity, unit_price
+
+
+def _validated(data: Mapping[str, Any], rules: TimeRules,
+               now: Optional[datetime]) -> tuple[int, list[_Item], Optional[str], Optional[datetime]]:
     order_number = parse_order_number(_required(data, "order_number"))
     items = _required(data, "items")
     if not isinstance(items, list):
@@ -60,13 +83,10 @@ def to_order(data: Mapping[str, Any], *, rules: TimeRules = DEFAULT_TIME_RULES,
             raise _invalid(Reason.INVALID_FIELD, "'customer_id' must be a string of 1 to 256 characters")
         text(customer_id, "customer_id")
     ordered_at = data.get("ordered_at")
-    return SalesOrder(
-        order_number=order_number,
-        items=[_to_item(index, item) for index, item in enumerate(items)],
-        customer_id=customer_id,
-        ordered_at=None if ordered_at is None else parse_timestamp(ordered_at, "ordered_at", rules=rules,
-                                                                    now=now, epoch_millis=False),
-    )
+    fields = [_item_fields(index, item) for index, item in enumerate(items)]
+    return (order_number, fields, customer_id,
+            None if ordered_at is None else parse_timestamp(ordered_at, "ordered_at", rules=rules, now=now,
+                                                            epoch_millis=False))
 
 
 def _required(data: Mapping[str, Any], name: str, where: str = "") -> Any:
@@ -76,7 +96,7 @@ def _required(data: Mapping[str, Any], name: str, where: str = "") -> Any:
     return value
 
 
-def _to_item(index: int, item: Any) -> OrderItem:
+def _item_fields(index: int, item: Any) -> _Item:
     where = f"items[{index}]."
     if not isinstance(item, dict):
         raise _invalid(Reason.INVALID_FIELD, f"items[{index}] must be an object, got {type(item).__name__}")
@@ -87,11 +107,8 @@ def _to_item(index: int, item: Any) -> OrderItem:
         raise _invalid(Reason.INVALID_FIELD, f"'{where}product_id' is an integer out of range")
     if isinstance(product_id, str):
         text(product_id, f"{where}product_id")
-    return OrderItem(
-        product_id=str(product_id),
-        quantity=parse_quantity(_required(item, "quantity", where), where),
-        unit_price=parse_unit_price(_required(item, "unit_price", where), where),
-    )
+    return (str(product_id), parse_quantity(_required(item, "quantity", where), where),
+            parse_unit_price(_required(item, "unit_price", where), where))
 
 
 def parse_order_number(value: Any) -> int:
@@ -134,12 +151,21 @@ def parse_unit_price(value: Any, where: str = "") -> Decimal:
 
 def order_total(order: SalesOrder) -> Decimal:
     """Sum of quantity x unit price, exact (Decimal all the way, 2 decimal places)."""
-    return sum((item.unit_price * item.quantity for item in order.items), Decimal("0.00")).quantize(CENT)
+    return _total((item.unit_price, item.quantity) for item in order.items)
+
+
+def _total(lines: Iterable[tuple[Decimal, int]]) -> Decimal:
+    return sum((price * quantity for price, quantity in lines), Decimal("0.00")).quantize(CENT)
 
 
 def order_totals(orders: Iterable[SalesOrder]) -> list[tuple[int, Decimal]]:
     """One (order_number, total) row per order number, the last occurrence winning (orders
     are keyed by number, so within a partition the latest offset wins), sorted by order
     number so that concurrent upserts lock rows in the same order and cannot deadlock."""
-    latest = {order.order_number: order_total(order) for order in orders}
-    return sorted(latest.items())
+    return latest_rows((order.order_number, order_total(order)) for order in orders)
+
+
+def latest_rows(rows: Iterable[tuple[int, Decimal]]) -> list[tuple[int, Decimal]]:
+    """`order_totals` for rows already summed (`parse_order_row`): the last total of each
+    order number, sorted by order number."""
+    return sorted(dict(rows).items())

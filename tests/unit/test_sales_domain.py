@@ -167,3 +167,21 @@ def test_committed_sample_file_is_the_generators_output() -> None:
     assert len({o["order_number"] for o in orders}) == 100
     for o in orders:
         assert order_total(parse_order(orjson.dumps(o))) > 0
+
+
+def test_the_row_path_refuses_and_sums_exactly_as_the_record_path() -> None:
+    """parse_order_row (the agent's hot path) against parse_order + order_total on the samples,
+    bad ones included: the same rows, the same reasons."""
+    from app.commands.samples.sales import order_samples
+    from domain.sales import parse_order_row
+    samples = order_samples(2000, bad_ratio=0.3, seed=5)
+    assert any(s.expected_reason for s in samples)
+    for s in samples:
+        try:
+            order = parse_order(s.value)
+        except PermanentError as err:
+            with pytest.raises(PermanentError) as row_err:
+                parse_order_row(s.value)
+            assert (row_err.value.reason, row_err.value.message) == (err.reason, err.message)
+        else:
+            assert parse_order_row(s.value) == (order.order_number, order_total(order))
