@@ -96,7 +96,8 @@ class Cql(Adapter):
         except _TRANSIENT as exc:
             raise _classified(exc) from exc
         async with self._rounds:           # one round at a time per worker: its window is the bound
-            round_ = _Round(session, calls, self.settings.cql_concurrency, asyncio.get_running_loop())
+            # a list: the driver's thread takes the next call from it, and nothing of ours runs there
+            round_ = _Round(session, list(calls), self.settings.cql_concurrency, asyncio.get_running_loop())
             errors = await round_.run(self.settings.cql_timeout_s)
         if errors:
             classified = [_classified(e) if isinstance(e, (*_TRANSIENT, InvalidRequest)) else e for e in errors]
