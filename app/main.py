@@ -114,6 +114,7 @@ app = App(
     logging_config=logging_config(settings),
     **{**WORKER_TUNING, "producer_linger": settings.kafka_producer_linger_ms / 1000},   # app/tuning.py
     producer_max_request_size=settings.kafka_max_request_bytes,
+    cython_optimizations=settings.faust_cython_optimizations,
     broker_session_timeout=settings.kafka_session_timeout_s,
     # Static membership when set (faust hands it to aiokafka's consumer, which then sends no
     # LeaveGroup on stop): a restarted worker rejoins as itself and gets its partitions back.

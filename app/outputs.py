@@ -84,7 +84,11 @@ class Outputs:
 
     async def forward(self, message: Any, topic: str, key: Optional[bytes], value: bytes) -> Awaitable[Any]:
         """Queue one output (check_fits first); returns the future of its delivery."""
-        return await self._queue(topic, key, value, source_headers(message))
+        try:            # as _queue, inline: this runs for every output
+            return await self._send(topic, key, value, source_headers(message))
+        except Exception as exc:  # noqa: BLE001 - classified, and re-raised as what it is
+            _reraise(exc)
+            raise
 
     async def dead_letter(self, message: Any, error: PermanentError, *, agent: str = "") -> Awaitable[Any]:
         """Queue the dead letter of one consumed message; returns the future of its delivery.

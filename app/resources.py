@@ -51,7 +51,14 @@ class Resources(Service):
         self.ready = Memo(self._migrate)
 
     def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
-        return self.app.producer.send(topic, key, value, None, None, headers)
+        """Straight to the AIOKafkaProducer of faust's producer once it runs: faust's `send` adds
+        nothing this path uses (no transactions, headers already a list) but an `isinstance`
+        against typing's Mapping per message, a signal and a wrapper of KafkaError, which
+        `outputs.as_outage_or_refusal` classifies the same either way."""
+        aiokafka_producer = getattr(self.app.producer, "_producer", None)
+        if aiokafka_producer is None:        # not started (or not faust's aiokafka driver): its errors
+            return self.app.producer.send(topic, key, value, None, None, headers)
+        return aiokafka_producer.send(topic, value, key=key, headers=headers)
 
     async def _migrate(self) -> None:
         if not self.settings.migrate_on_start:

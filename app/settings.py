@@ -165,6 +165,9 @@ class Settings:
     kafka_producer_linger_ms: float = setting(5.0, _float, "How long the producer holds a record for more to "
                                               "join its request; under a backlog requests fill while one is "
                                               "in flight anyway.")
+    faust_cython_optimizations: bool = setting(True, _bool, "faust's repaired Cython fast paths (its "
+                                               "`cython_optimizations`): a stream takes what is queued without "
+                                               "awaiting its channel per event. Off: faust's released behaviour.")
     kafka_offset_gaps: bool = setting(False, _bool, "Input topics may have offsets without a record "
                                       "(transactional producers upstream, compacted topics): the commit "
                                       "point may then pass them. Off: it never passes an unprocessed offset "

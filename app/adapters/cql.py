@@ -4,8 +4,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from importlib.resources.abc import Traversable
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from cassandra import DriverException, InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
@@ -27,7 +28,8 @@ _TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Una
 class Cql(Adapter):
     """One driver session per worker. Connects lazily in a thread (the driver's connect is
     blocking), never blocks the event loop afterwards: statements run with execute_async
-    and complete through call_soon_threadsafe; a semaphore bounds what is in flight."""
+    and complete through call_soon_threadsafe; a semaphore bounds single statements in flight,
+    the window of one round at a time the writes of `execute_all`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -39,6 +41,7 @@ class Cql(Adapter):
         self._lock = asyncio.Lock()
         self._prepared: dict[str, PreparedStatement] = {}
         self._slots = asyncio.Semaphore(settings.cql_concurrency)
+        self._rounds = asyncio.Lock()
 
     async def session(self) -> Session:
         if self._session is None:
@@ -78,43 +81,28 @@ class Cql(Adapter):
         await self.execute_all((statement, row) for row in rows)
 
     async def execute_all(self, calls: Iterable[tuple[Any, Sequence[Any]]]) -> None:
-        """Run (statement, params) pairs concurrently (bounded by the semaphore); all succeed
-        or one exception is raised, a transient one first (the caller retries them all).
+        """Run (statement, params) pairs concurrently, at most `cql_concurrency` in flight; all
+        succeed or one exception is raised, a transient one first (the caller retries them all).
+        Results are not read: this is for writes.
 
-        The driver's futures are awaited as they are, no task or coroutine per statement (the
-        history's writes are a quarter of a request per event): a slot is taken before each
-        submission and given back when its future is settled."""
+        A `_Round` of the driver's own: each statement sent without a request timeout (the
+        driver then arms no libev timer per request, which wakes its I/O thread), the next one
+        sent from the driver's callback of the last (as cassandra.concurrent does), and the
+        event loop woken once, when all are settled. The timeout is kept per round: no answer to
+        any of its statements for `cql_timeout_s` is an outage (OperationTimedOut), as a
+        request's own timeout was."""
         try:
             session = await self.session()
         except _TRANSIENT as exc:
             raise _classified(exc) from exc
-        pending: list[asyncio.Future[list[Any]]] = []
-        failed: Optional[BaseException] = None
-        try:
-            for statement, params in calls:
-                await self._slots.acquire()
-                try:
-                    future = self._submit(session, statement, params)
-                except BaseException:
-                    self._slots.release()
-                    raise
-                future.add_done_callback(self._release)
-                pending.append(future)
-        except (*_TRANSIENT, InvalidRequest) as exc:    # refused at submission: wait for the rest first
-            failed = exc
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        errors = [_classified(r) if isinstance(r, (*_TRANSIENT, InvalidRequest)) else r
-                  for r in (*results, *((failed,) if failed else ())) if isinstance(r, BaseException)]
+        async with self._rounds:           # one round at a time per worker: its window is the bound
+            # a list: the driver's thread takes the next call from it, and nothing of ours runs there
+            round_ = _Round(session, list(calls), self.settings.cql_concurrency, asyncio.get_running_loop())
+            errors = await round_.run(self.settings.cql_timeout_s)
         if errors:
-            transient = [e for e in errors if isinstance(e, TransientError)]
-            raise transient[0] if transient else errors[0]
-
-    def _release(self, _: "asyncio.Future[list[Any]]") -> None:
-        self._slots.release()
+            classified = [_classified(e) if isinstance(e, (*_TRANSIENT, InvalidRequest)) else e for e in errors]
+            transient = [e for e in classified if isinstance(e, TransientError)]
+            raise transient[0] if transient else classified[0]
 
     async def prepare(self, cql: str) -> PreparedStatement:
         if cql not in self._prepared:
@@ -174,6 +162,110 @@ class Cql(Adapter):
         if self._cluster is not None:
             cluster, self._cluster, self._session = self._cluster, None, None
             await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
+
+
+class _Round:
+    """Statements run by the driver, `window` of them in flight: each one settled on the
+    driver's I/O thread sends the next, and the last one settled wakes the event loop, once.
+    Stops sending at the first error (the caller retries the whole round anyway)."""
+
+    def __init__(self, session: Session, calls: Iterable[tuple[Any, Sequence[Any]]], window: int,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._session = session
+        self._calls: Iterator[tuple[Any, Sequence[Any]]] = iter(calls)
+        self._window = window
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._unsettled = 0              # sent, not answered yet
+        self._sent: list[ResponseFuture] = []    # for the timeout only
+        self._stopped = False            # no more sends: all sent, an error, or timed out
+        self._woken = False
+        self._settled = 0                # statements answered so far (progress, for the timeout)
+        self.errors: list[BaseException] = []
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    async def run(self, timeout: float) -> list[BaseException]:
+        for _ in range(self._window):
+            if not self._send_next():
+                break
+        self._maybe_done()
+        try:
+            await self._wait(timeout)
+        except asyncio.CancelledError:
+            with self._lock:
+                self._stopped = True     # what is in flight is answered into the void
+            raise
+        return self.errors
+
+    async def _wait(self, timeout: float) -> None:
+        seen = -1
+        while not self._done.done():
+            if self._settled == seen:    # nothing answered for `timeout` seconds
+                self._time_out(timeout)
+                break
+            seen = self._settled
+            try:
+                await asyncio.wait_for(asyncio.shield(self._done), timeout or None)
+            except asyncio.TimeoutError:
+                continue
+
+    def _send_next(self) -> bool:
+        """Send the next statement; False when there is none (or sending stopped)."""
+        with self._lock:
+            if self._stopped:
+                return False
+            call = next(self._calls, None)
+            if call is None:
+                self._stopped = True
+                return False
+            self._unsettled += 1
+        statement, params = call
+        try:
+            future: ResponseFuture = self._session.execute_async(statement, params, timeout=None)
+        except BaseException as exc:  # noqa: BLE001 - refused at submission: the round's error
+            self._failed(exc, None)
+            return False
+        self._sent.append(future)
+        future.add_callbacks(self._ok, self._failed, errback_args=(future,))
+        return True
+
+    def _ok(self, _rows: Any) -> None:
+        with self._lock:
+            self._unsettled -= 1
+            self._settled += 1
+        self._send_next()
+        self._maybe_done()
+
+    def _failed(self, exc: BaseException, _future: Optional[ResponseFuture]) -> None:
+        with self._lock:
+            self._unsettled -= 1
+            self._settled += 1
+            self._stopped = True
+            self.errors.append(exc)
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        with self._lock:
+            if self._woken or not self._stopped or self._unsettled:
+                return
+            self._woken = True
+        self._loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def _time_out(self, timeout: float) -> None:
+        """What the driver's own request timeout does, for each statement still unanswered (on
+        its I/O thread, which keeps the stream id until a late answer comes); the round ends."""
+        with self._lock:
+            self._stopped = True
+            self._woken = True
+        pending = [f for f in self._sent if not f._event.is_set()]
+        self.errors.insert(0, OperationTimedOut(f"no answer to {len(pending)} CQL request(s) in {timeout:g} s"))
+        for future in pending:
+            future.timeout = timeout
+            self._session.cluster.connection_class.create_timer(0, future._on_timeout)
 
 
 def _classified(exc: BaseException) -> Exception:

@@ -3,8 +3,11 @@ the Cql adapter."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Sequence
+import struct
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, Sequence, cast
 
+from cassandra.cqltypes import DateType
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from app import metrics
@@ -15,6 +18,7 @@ from app.adapters.rows import HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, HistoryRow
 class HistoryStore:
     def __init__(self, cql: Cql) -> None:
         self.cql = cql
+        self._encoder: Optional[HistoryEncoder] = None
 
     @metrics.timed(metrics.cql_seconds, "record_history")
     async def record_history(self, rows: Sequence[HistoryRow]) -> None:
@@ -25,11 +29,19 @@ class HistoryStore:
         # event (figures: bench/results/cql_writes.txt). Small, so that multi-partition batches
         # stay under Cassandra's 5 KB warning and light on the coordinator.
         size = self.cql.settings.cql_batch_rows
+        by_account = await self.cql.prepare(HISTORY_BY_ACCOUNT.insert(self.cql.keyspace))
+        by_event = await self.cql.prepare(HISTORY_BY_EVENT.insert(self.cql.keyspace))
+        if self._encoder is None or self._encoder.statements != (by_account, by_event):
+            self._encoder = HistoryEncoder.of(by_account, by_event)
         calls: list[tuple[Any, Sequence[Any]]] = []
-        for table in (HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT):
-            statement = await self.cql.prepare(table.insert(self.cql.keyspace))
-            params = [table.params(row) for row in rows]
-            calls.extend((_unlogged(statement, params[i:i + size]), ()) for i in range(0, len(params), size))
+        if self._encoder is not None:
+            for statement, values in self._encoder.encode(rows):
+                calls.extend((self._encoder.batch(statement, values[i:i + size]), ())
+                             for i in range(0, len(values), size))
+        else:
+            for table, statement in ((HISTORY_BY_ACCOUNT, by_account), (HISTORY_BY_EVENT, by_event)):
+                params = [table.params(row) for row in rows]
+                calls.extend((_unlogged(statement, params[i:i + size]), ()) for i in range(0, len(params), size))
         await self.cql.execute_all(calls)
 
     @metrics.timed(metrics.cql_seconds, "account_history")
@@ -56,6 +68,72 @@ class HistoryStore:
         finally:
             _driver_log.removeFilter(quiet)
         return int(rows[0].count)
+
+
+class HistoryEncoder:
+    """A history row's values serialized once for both tables (history_by_event's columns are
+    a subset of history_by_account's, of the same types) with the driver's own serializers,
+    and put in the UNLOGGED batch as the driver's `BatchStatement.add` does after its `bind`:
+    that bind serialized the shared columns twice and made a BoundStatement (and a ColDesc per
+    value) per row. `of` returns None (the driver's own path is used) for any statement this
+    does not know to encode exactly as `bind` would: a column encryption policy, a lightweight
+    transaction, a partition key of several columns, a column list other than the tables'."""
+
+    def __init__(self, statements: tuple[PreparedStatement, PreparedStatement],
+                 serializers: list[Callable[[Any, int], bytes]], event_columns: list[int]) -> None:
+        self.statements = statements
+        self._serializers = serializers
+        self._event_columns = event_columns
+        self._protocol = statements[0].protocol_version
+        self._routing = {id(s): (s.routing_key_indexes[0], s.column_metadata[0].keyspace_name) for s in statements}
+
+    @classmethod
+    def of(cls, by_account: PreparedStatement, by_event: PreparedStatement) -> Optional["HistoryEncoder"]:
+        account = {c.name: c for c in by_account.column_metadata or ()}
+        for statement, table in ((by_account, HISTORY_BY_ACCOUNT), (by_event, HISTORY_BY_EVENT)):
+            names = tuple(c.name for c in statement.column_metadata or ())
+            if (statement.column_encryption_policy is not None or statement.is_lwt()
+                    or names != table.columns or len(statement.routing_key_indexes or ()) != 1):
+                return None
+            if any(c.type is not account[c.name].type for c in statement.column_metadata):
+                return None
+        if tuple(account) != HistoryRow._fields:
+            return None
+        serializers = [_timestamp if getattr(c.type, "serialize", None) is DateType.serialize else c.type.serialize
+                       for c in by_account.column_metadata]
+        return cls((by_account, by_event), serializers,
+                   [HistoryRow._fields.index(c) for c in HISTORY_BY_EVENT.columns])
+
+    def encode(self, rows: Sequence[HistoryRow]) -> list[tuple[PreparedStatement, list[list[Any]]]]:
+        """Per table, its statement and the serialized values of each row."""
+        protocol, serializers = self._protocol, self._serializers
+        by_account = [[None if value is None else serialize(value, protocol)
+                       for serialize, value in zip(serializers, row, strict=True)] for row in rows]
+        pick = self._event_columns
+        by_event = [[values[i] for i in pick] for values in by_account]
+        return [(self.statements[0], by_account), (self.statements[1], by_event)]
+
+    def batch(self, statement: PreparedStatement, values: Sequence[list[Any]]) -> BatchStatement:
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        query_id = statement.query_id
+        batch._statements_and_parameters.extend((True, query_id, v) for v in values)
+        # as BatchStatement.add: the batch is routed by its first statement's partition key
+        index, batch.keyspace = self._routing[id(statement)]
+        batch.routing_key = values[0][index]
+        return batch
+
+
+def _timestamp(value: Any, protocol: int) -> bytes:
+    """cassandra.cqltypes.DateType.serialize, to the bit, without its `utctimetuple()` (most of
+    its cost) for an aware datetime: whole seconds since the epoch in UTC, then milliseconds."""
+    if type(value) is not datetime or value.tzinfo is None:
+        return cast(bytes, DateType.serialize(value, protocol))
+    since = value - _EPOCH
+    return _INT64.pack((since.days * 86400 + since.seconds) * 1000 + value.microsecond // 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_INT64 = struct.Struct(">q")
 
 
 def _unlogged(statement: PreparedStatement, rows: Sequence[Sequence[Any]]) -> BatchStatement:

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.adapters.rows import HISTORY_BY_EVENT, HistoryRow, Table
+from app.adapters.rows import HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, HistoryRow, Table
 
 NOW = datetime(2026, 12, 2, tzinfo=timezone.utc)
 
@@ -25,3 +25,11 @@ def test_the_statement_and_its_parameters_come_from_one_column_list() -> None:
 def test_a_misspelt_column_fails_when_the_table_is_declared() -> None:
     with pytest.raises(TypeError, match="no field 'acount_id'"):
         Table("history_by_event", HistoryRow, ("event_id", "acount_id"))
+
+
+def test_a_history_row_is_history_by_accounts_parameters_as_it_is() -> None:
+    row = HistoryRow(event_id="e1", account_id="acc-1", occurred_at=NOW, category="payment", amount=Decimal("1.00"),
+                     currency="BRL", end_to_end_id="E", counterparty_key="k", channel="app", customer_name="Ana",
+                     segment="retail", risk_score=5, source_topic="t", source_partition=3, source_offset=9,
+                     processed_at=NOW)
+    assert HISTORY_BY_ACCOUNT.params(row) == tuple(getattr(row, c) for c in HISTORY_BY_ACCOUNT.columns)
