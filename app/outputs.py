@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Coroutine, Optional, Protocol, Sequence
 
 from aiokafka.errors import (KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError,
                              RecordTooLargeError)
@@ -82,13 +82,11 @@ class Outputs:
             raise PermanentError(Stage.FORWARD, Reason.TOO_LARGE,
                                  f"the output is {size} bytes, the broker accepts at most {self.max_bytes}")
 
-    async def forward(self, message: Any, topic: str, key: Optional[bytes], value: bytes) -> Awaitable[Any]:
-        """Queue one output (check_fits first); returns the future of its delivery."""
-        try:            # as _queue, inline: this runs for every output
-            return await self._send(topic, key, value, source_headers(message))
-        except Exception as exc:  # noqa: BLE001 - classified, and re-raised as what it is
-            _reraise(exc)
-            raise
+    def forward(self, message: Any, topic: str, key: Optional[bytes],
+                value: bytes) -> Coroutine[Any, Any, Awaitable[Any]]:
+        """Queue one output (check_fits first); awaited, returns the future of its delivery.
+        A plain function handing back `_queue`'s coroutine: one coroutine per output, not two."""
+        return self._queue(topic, key, value, source_headers(message))
 
     async def dead_letter(self, message: Any, error: PermanentError, *, agent: str = "") -> Awaitable[Any]:
         """Queue the dead letter of one consumed message; returns the future of its delivery.

@@ -213,7 +213,7 @@ class Postgres(Adapter):
     async def save_order_totals(self, rows: Sequence[tuple[int, Decimal]]) -> int:
         """Upsert (order_number, total) rows in one round trip; returns the rows written.
 
-        Order numbers must be unique within `rows` (domain.sales.order_totals does that).
+        Order numbers must be unique within `rows` (domain.sales.latest_rows does that).
         A data error on a row (SQLSTATE class 22/23) raises PermanentError: retrying cannot
         help. An outage (failover to a read-only standby, a deadlock, a shutdown) raises
         TransientError (see `classify`).
