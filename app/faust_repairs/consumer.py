@@ -68,6 +68,16 @@ every partition back to its commit point afterwards; three more faults break tha
    order is faust-streaming #216 (PR #217 moved the seek after the changelog reading, where it
    still races the fetcher).
 
+6. *A fetch held 1.5 s stalls the busy partitions.* faust builds the worker's consumer with
+   `fetch_max_wait_ms=1500`, fixed. aiokafka keeps one fetch in flight per broker and leaves out
+   of it the partitions whose records it still holds, unconsumed; when the partitions left in
+   the request have nothing new (the idle ones), the broker holds it the whole 1.5 s, and the
+   partitions left out, busy, get their next fetch only after that. Seen with bench/latency_steps.py
+   at 1,000 events/s, one of two input topics idle: records reached aiokafka's buffer p50 / p90
+   660-750 / 1,500 ms after they were produced, end to end p50 1.5 s. Repair: the consumer takes
+   the app's `fetch_max_wait_ms` (APP_KAFKA_FETCH_MAX_WAIT_MS; aiokafka's start() hands it to its
+   Fetcher). A shorter hold costs idle fetch round trips (CPU of an idle worker).
+
 What is left can only hold a commit point back, never move it past a record: the watchdog
 then rewinds the partition with `Consumer.rewind`, which also holds back the records of that
 partition fetched before the rewind (all past the commit point, since the consumer had read
@@ -105,7 +115,19 @@ class FlowControl(FlowControlEvent):
             self.clear()
 
 
+class ConsumerThread(driver.AIOKafkaConsumerThread):
+    """(6) the worker's consumer with the app's fetch hold instead of faust's fixed 1.5 s."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = int(getattr(self.app, "fetch_max_wait_ms", 1500))   # read at its start()
+        return consumer
+
+
 class Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._starts: dict[TP, int] = {}                      # where partitions with no commit were sought to

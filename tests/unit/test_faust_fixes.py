@@ -380,3 +380,37 @@ def test_an_assignment_for_the_workers_own_url_needs_no_rejoin() -> None:
     ours = assignor(PartitionAssignor, "http://w:6066", rejoins)
     ours.on_assignment(assignment_for("http://w:6066"))
     assert ours.assigned_actives() == {RAW0, RAW1} and rejoins == []
+
+
+# (6) the fetch hold --------------------------------------------------------------------
+
+def test_the_workers_consumer_holds_a_fetch_as_long_as_the_setting_says_faust_fixes_1500_ms() -> None:
+    """faust builds the worker's consumer with fetch_max_wait_ms=1500; the repaired thread
+    builds the same consumer and sets the app's figure, which aiokafka's start() hands to its
+    Fetcher (the consumer is only built here: nothing connects)."""
+    import app.main as main
+    from app.faust_repairs.consumer import ConsumerThread
+
+    async def build(cls: Any, wait_ms: int) -> Any:
+        consumer = main.app.consumer
+        thread = cls.__new__(cls)
+        thread.consumer, thread.app, thread.transport = consumer, SimpleNamespace(
+            fetch_max_wait_ms=wait_ms, conf=main.app.conf, client_only=False,
+            tables=main.app.tables, assignor=main.app.assignor), main.app.transport
+        return thread._create_worker_consumer(main.app.transport)
+
+    faust_own = asyncio.run(build(driver.AIOKafkaConsumerThread, 100))
+    assert faust_own._fetch_max_wait_ms == 1500
+    ours = asyncio.run(build(ConsumerThread, 100))
+    assert ours._fetch_max_wait_ms == 100
+    assert isinstance(main.app.consumer._new_consumer_thread(), ConsumerThread)
+    assert main.app.fetch_max_wait_ms == main.settings.kafka_fetch_max_wait_ms
+
+
+def test_aiokafka_hands_the_consumers_fetch_wait_to_its_fetcher() -> None:
+    """What (6) relies on, in the pinned aiokafka: the attribute is read when the Fetcher is made."""
+    import inspect
+
+    from aiokafka.consumer.consumer import AIOKafkaConsumer
+
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
