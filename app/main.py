@@ -33,6 +33,7 @@ class App(faust.App):
 
     # faust-streaming's faults that lose or strand records, repaired: app/faust_repairs/consumer.py
     offset_gaps = settings.kafka_offset_gaps
+    fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

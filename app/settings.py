@@ -165,6 +165,10 @@ class Settings:
     kafka_producer_linger_ms: float = setting(5.0, _float, "How long the producer holds a record for more to "
                                               "join its request; under a backlog requests fill while one is "
                                               "in flight anyway.")
+    kafka_fetch_max_wait_ms: int = setting(100, _positive_int, "Longest the broker holds the worker's fetch "
+                                           "request for data to arrive (faust fixes 1500): while it is held, the "
+                                           "partitions not in it wait for their next fetch "
+                                           "(app/faust_repairs/consumer.py, 6).")
     faust_cython_optimizations: bool = setting(True, _bool, "faust's repaired Cython fast paths (its "
                                                "`cython_optimizations`): a stream takes what is queued without "
                                                "awaiting its channel per event. Off: faust's released behaviour.")

@@ -12,11 +12,14 @@ Each run also counts the input records that reached a sink more than once (`repe
 plain start (one worker, nothing to replay) every repeat happened within that worker's life
 (issue 13, item 3). `--rebalance S` starts two workers, SIGKILLs one S seconds after both are
 ready and lets the other take all partitions over (issue 13, item 2: a hole the watchdog had to
-rewind); its repeats include the dead worker's uncommitted work, replayed as promised. The
+rewind); its repeats include the dead worker's uncommitted work, replayed as promised. `--join S`
+scales out instead: a second worker joins S seconds after the first is ready, both go on (a
+graceful rebalance: what the first had processed and acked should not be replayed). The
 figures end with one summary line: rewinds and repeated records per start.
 
     .venv/bin/python -m bench.backlog_start --events 60000 [--rewound | --warm | --rebalance 3] [--runs 3]
     APP_KAFKA_SESSION_TIMEOUT_S=8 .venv/bin/python -m bench.backlog_start --rebalance 3   # a shorter wait
+    .venv/bin/python -m bench.backlog_start --join 3                                       # scale out
 """
 from __future__ import annotations
 
@@ -59,12 +62,13 @@ class Outcome:
 
 
 async def once(events: int, rewound: bool, warm: bool, kill: float = 0.0, rebalance: float = 0.0,
-               keep_logs: bool = False) -> Outcome:
+               keep_logs: bool = False, join: float = 0.0) -> Outcome:
     with stack_lock():
-        return await _once(events, rewound, warm, kill, rebalance, keep_logs)
+        return await _once(events, rewound, warm, kill, rebalance, keep_logs, join)
 
 
-async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: float, keep_logs: bool) -> Outcome:
+async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: float, keep_logs: bool,
+                join: float = 0.0) -> Outcome:
     run = uuid.uuid4().hex[:8]
     base = stack_env()
     admin = base["APP_POSTGRES_DSN"].rsplit("/", 1)[0]
@@ -75,7 +79,7 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
            "APP_DATA_DIR": str(tmp / "data"), "APP_WEB_PORT": str(free_port())}
     settings = Settings.load(env)
     cql = Cql(settings)
-    worker = doomed = None
+    worker = doomed = joiner = None
     try:
         await seed_accounts(settings, 1000, migrate=True)
         await cql.migrate()
@@ -108,6 +112,10 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
             await doomed.wait_ready()
             await asyncio.sleep(rebalance)
             doomed.kill()
+        if join:
+            await asyncio.sleep(join)
+            joiner = Worker({**env, "APP_WEB_PORT": str(free_port())}, tmp / "joiner.log", "uvloop").start()
+            await joiner.wait_ready()
         await settle(settings, sinks)
         records = await read_since(settings.kafka_brokers, since, await end_offsets(settings.kafka_brokers, sinks))
         copies = collections.Counter((int(h["source-partition"]), int(h["source-offset"]))
@@ -132,6 +140,8 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
             worker.stop()
         if doomed is not None:
             doomed.kill()
+        if joiner is not None:
+            joiner.stop()
         await _clean_up(settings, cql, run)
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -159,12 +169,15 @@ def main() -> None:
                    help="SIGKILL the worker S seconds after it is ready, then start another at once")
     p.add_argument("--rebalance", type=float, default=0.0, metavar="S",
                    help="two workers; SIGKILL one S seconds after both are ready, the other takes over")
+    p.add_argument("--join", type=float, default=0.0, metavar="S",
+                   help="a second worker joins S seconds after the first is ready; both go on")
     p.add_argument("--keep-logs", action="store_true", help="copy every run's logs to /tmp/backlog-logs, clean or not")
     args = p.parse_args()
 
     async def runs() -> int:
         try:
-            outcomes = [await once(args.events, args.rewound, args.warm, args.kill, args.rebalance, args.keep_logs)
+            outcomes = [await once(args.events, args.rewound, args.warm, args.kill, args.rebalance, args.keep_logs,
+                                       args.join)
                         for _ in range(args.runs)]
         finally:
             await close_offsets()

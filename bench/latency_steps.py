@@ -8,10 +8,13 @@ One run: a fresh database, keyspace and topic prefix (bench.pipeline's Bench). F
 produced every `--interval-ms` (5 ms) for `--seconds`. Each event's steps, from the probe's
 stamps and the record timestamps (one machine, one wall clock, ms):
 
-  fetch    input CreateTime (our producer) -> faust's consumer hands the record over
+  arrive   input CreateTime (our producer) -> the fetch response holding it reaches aiokafka
+  hand over -> faust's consumer takes it from aiokafka's buffer (arrive + hand over = fetch)
+  fetch    input CreateTime -> faust's consumer hands the record over
   deliver  -> delivered to the agent's stream (Monitor's time_in)
   batch    -> `batching.batches` hands its batch over
-  process  -> the batch is processed (history written, outputs delivered)
+  process  -> the batch is processed (history written, outputs delivered; with APP_BATCH_OVERLAP
+           the probe sees the batch come back when the agent takes the next one: not its end)
   (process, split: the history write to the CQL server, the wait for the outputs' delivery)
   total    input CreateTime -> sink CreateTime (set by the worker's producer; what
            bench.pipeline's latency mode measures)
@@ -105,7 +108,8 @@ async def phase(bench: Bench, name: str, extra: dict[str, str], args: argparse.N
         topic, partition, offset, *ts = line.split()
         if topic == bench.lat:
             stamps[(int(partition), int(offset))] = [float(t) for t in ts]
-    steps: dict[str, list[float]] = {k: [] for k in ("fetch", "deliver", "batch", "process", "total")}
+    steps: dict[str, list[float]] = {k: [] for k in ("arrive", "hand over", "fetch", "deliver", "batch", "process",
+                                                     "total")}
     sizes: dict[float, int] = {}
     for r in out:
         h = dict(r.headers)
@@ -117,7 +121,10 @@ async def phase(bench: Bench, name: str, extra: dict[str, str], args: argparse.N
         t_prod, t_out = produced[key], r.timestamp / 1000
         steps["total"].append((t_out - t_prod) * 1000)
         if key in stamps:
-            fetched, seen, taken, done = stamps[key]
+            fetched, seen, taken, done, *rest = stamps[key]
+            if fetched and rest and rest[0]:
+                steps["arrive"].append((rest[0] - t_prod) * 1000)
+                steps["hand over"].append((fetched - rest[0]) * 1000)
             if fetched:
                 steps["fetch"].append((fetched - t_prod) * 1000)
                 steps["deliver"].append((seen - fetched) * 1000)
@@ -141,7 +148,7 @@ async def phase(bench: Bench, name: str, extra: dict[str, str], args: argparse.N
             parts.setdefault(part, []).append(float(took) * 1000)
     res["parts"] = parts
     for k in steps:
-        say(f"  {k:8s} p50 / p90 / p99 ms: {spread(steps[k])}")
+        say(f"  {k:9s} p50 / p90 / p99 ms: {spread(steps[k])}")
     for k, v in parts.items():
         say(f"    in process, {k:9s} p50 / p90 / p99 ms per batch: {spread(v)}")
     return res

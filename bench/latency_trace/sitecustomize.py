@@ -4,10 +4,11 @@
 
 Python imports this module at start-up when its folder is on PYTHONPATH; with LTRACE set, the
 worker appends one line per event of every transactions batch to that file, epoch seconds:
-`topic partition offset fetched in taken done`, where `fetched` is when faust's consumer turned
+`topic partition offset fetched in taken done arrived`, where `fetched` is when faust's consumer turned
 the aiokafka record into its message (the record left the consumer thread), `in` when it was
 delivered to the stream (the Monitor's time_in), `taken` when `batching.batches` handed its
-batch over and `done` when the batch came back processed (history written, outputs delivered).
+batch over and `done` when the batch came back processed (history written, outputs delivered);
+`arrived` (last) when the fetch response holding the record reached aiokafka's buffer.
 Inside it, `<file>.parts`: each batch's history write and wait for delivery. LTRACE_BLOCK_MS:
 each batch also holds the event loop that long (time.sleep), as CPU starvation on a loaded
 machine does.
@@ -27,6 +28,22 @@ if os.environ.get("LTRACE"):
     block_s = float(os.environ.get("LTRACE_BLOCK_MS") or 0) / 1000
     fetched: dict[tuple[str, int, int], float] = {}
     original_to_message = driver.Consumer._to_message
+    import aiokafka.consumer.fetcher as fetcher
+    arrived: dict[tuple[str, int, int], float] = {}
+    original_init = fetcher.PartitionRecords.__init__
+    original_unpack = fetcher.PartitionRecords._unpack_records
+
+    def _init(self: Any, *args: Any, **kwargs: Any) -> None:
+        self._ltrace_at = time.time()
+        original_init(self, *args, **kwargs)
+
+    def _unpack(self: Any) -> Any:
+        for record in original_unpack(self):
+            arrived[(record.topic, record.partition, record.offset)] = self._ltrace_at
+            yield record
+
+    fetcher.PartitionRecords.__init__ = _init  # type: ignore[method-assign]
+    fetcher.PartitionRecords._unpack_records = _unpack  # type: ignore[method-assign]
 
     def _to_message(self: Any, tp: Any, record: Any) -> Any:
         fetched[(record.topic, record.partition, record.offset)] = time.time()
@@ -49,7 +66,8 @@ if os.environ.get("LTRACE"):
                     seen = m.time_in + wall_minus_mono if m.time_in is not None else 0.0
                     out.write(f"{m.topic} {m.partition} {m.offset} "
                               f"{fetched.pop((m.topic, m.partition, m.offset), 0.0):.6f} "
-                              f"{seen:.6f} {taken:.6f} {done:.6f}\n")
+                              f"{seen:.6f} {taken:.6f} {done:.6f} "
+                              f"{arrived.pop((m.topic, m.partition, m.offset), 0.0):.6f}\n")
 
     batching.batches = batches  # type: ignore[assignment]
 

@@ -380,3 +380,98 @@ def test_an_assignment_for_the_workers_own_url_needs_no_rejoin() -> None:
     ours = assignor(PartitionAssignor, "http://w:6066", rejoins)
     ours.on_assignment(assignment_for("http://w:6066"))
     assert ours.assigned_actives() == {RAW0, RAW1} and rejoins == []
+
+
+# (6) the fetch hold --------------------------------------------------------------------
+
+def test_the_workers_consumer_holds_a_fetch_as_long_as_the_setting_says_faust_fixes_1500_ms() -> None:
+    """faust builds the worker's consumer with fetch_max_wait_ms=1500; the repaired thread
+    builds the same consumer and sets the app's figure, which aiokafka's start() hands to its
+    Fetcher (the consumer is only built here: nothing connects)."""
+    import app.main as main
+    from app.faust_repairs.consumer import ConsumerThread
+
+    async def build(cls: Any, wait_ms: int) -> Any:
+        consumer = main.app.consumer
+        thread = cls.__new__(cls)
+        thread.consumer, thread.app, thread.transport = consumer, SimpleNamespace(
+            fetch_max_wait_ms=wait_ms, conf=main.app.conf, client_only=False,
+            tables=main.app.tables, assignor=main.app.assignor), main.app.transport
+        return thread._create_worker_consumer(main.app.transport)
+
+    faust_own = asyncio.run(build(driver.AIOKafkaConsumerThread, 100))
+    assert faust_own._fetch_max_wait_ms == 1500
+    ours = asyncio.run(build(ConsumerThread, 100))
+    assert ours._fetch_max_wait_ms == 100
+    assert isinstance(main.app.consumer._new_consumer_thread(), ConsumerThread)
+    assert main.app.fetch_max_wait_ms == main.settings.kafka_fetch_max_wait_ms
+
+
+def test_aiokafka_hands_the_consumers_fetch_wait_to_its_fetcher() -> None:
+    """What (6) relies on, in the pinned aiokafka: the attribute is read when the Fetcher is made."""
+    import inspect
+
+    from aiokafka.consumer.consumer import AIOKafkaConsumer
+
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+
+# (7) commit before a revoke ------------------------------------------------------------
+
+def revoke_scenario(monkeypatch: pytest.MonkeyPatch, *, wait_empty: bool, commit_error: BaseException | None = None
+                    ) -> list[Any]:
+    """faust's own revoke stood in for by what it does first: forget the acked offsets."""
+    c = bare_consumer()
+    c.app.conf = SimpleNamespace(stream_wait_empty=wait_empty)
+    ack(c, RAW0, range(0, 10))
+    seen: list[Any] = []
+
+    async def commit() -> bool:
+        seen.append(("commit", sorted(c._acked[RAW0])))
+        if commit_error is not None:
+            raise commit_error
+        return True
+
+    async def faust_revoke(self: Any, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._acked.pop(tp, None)
+        seen.append("faust's revoke")
+
+    c.commit = commit  # type: ignore[method-assign]
+    monkeypatch.setattr(driver.Consumer, "on_partitions_revoked", faust_revoke)
+    asyncio.run(c.on_partitions_revoked({RAW0}))
+    return seen
+
+
+def test_faust_forgets_the_acked_offsets_of_revoked_partitions() -> None:
+    """faust's own order, the fault: after its revoke there is nothing left to commit."""
+    import contextlib
+
+    c = bare_consumer()
+    ack(c, RAW0, range(0, 10))
+    app_revoke: list[bool] = []
+
+    async def on_revoked(revoked: set[TP]) -> None:
+        app_revoke.append(RAW0 in c._acked)
+
+    c._on_partitions_revoked = on_revoked  # type: ignore[method-assign]
+    c.app._start_span_from_rebalancing = lambda name: contextlib.nullcontext()
+    c._active_partitions, c._paused_partitions, c._read_offset = None, set(), defaultdict(lambda: None)
+    c.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+    asyncio.run(driver.Consumer.on_partitions_revoked(c, {RAW0}))
+    assert app_revoke == [False], "the app's revoke (and its producer flush) sees no acked offset"
+
+
+def test_acked_work_is_committed_before_the_revoke_forgets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert revoke_scenario(monkeypatch, wait_empty=False) == [("commit", list(range(10))), "faust's revoke"]
+
+
+def test_a_failed_commit_before_the_revoke_is_logged_and_the_revoke_goes_on(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    seen = revoke_scenario(monkeypatch, wait_empty=False, commit_error=RuntimeError("coordinator gone"))
+    assert seen == [("commit", list(range(10))), "faust's revoke"]
+    assert "commit before the rebalance failed (RuntimeError: coordinator gone)" in caplog.text
+
+
+def test_with_stream_wait_empty_faust_commits_itself_and_the_repair_stays_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert revoke_scenario(monkeypatch, wait_empty=True) == ["faust's revoke"]
