@@ -117,6 +117,7 @@ app = App(
     producer_max_request_size=settings.kafka_max_request_bytes,
     cython_optimizations=settings.faust_cython_optimizations,
     broker_session_timeout=settings.kafka_session_timeout_s,
+    broker_commit_interval=settings.kafka_commit_interval_s,
     # Static membership when set (faust hands it to aiokafka's consumer, which then sends no
     # LeaveGroup on stop): a restarted worker rejoins as itself and gets its partitions back.
     consumer_group_instance_id=settings.kafka_group_instance_id or None,

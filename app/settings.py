@@ -165,6 +165,9 @@ class Settings:
     kafka_producer_linger_ms: float = setting(5.0, _float, "How long the producer holds a record for more to "
                                               "join its request; under a backlog requests fill while one is "
                                               "in flight anyway.")
+    kafka_commit_interval_s: float = setting(2.8, _positive_float, "How often the worker commits the offsets of "
+                                             "what it processed (faust's default): a crashed worker's partitions "
+                                             "replay up to this much of its work.")
     kafka_fetch_max_wait_ms: int = setting(100, _positive_int, "Longest the broker holds the worker's fetch "
                                            "request for data to arrive (faust fixes 1500): while it is held, the "
                                            "partitions not in it wait for their next fetch "

@@ -37,6 +37,7 @@ class Position:
     read: Optional[int]             # offset of the last record handed to the streams
     first_acked: Optional[int] = None     # lowest acked offset still waiting to be committed
     oldest_pending: Optional[int] = None  # lowest offset handed to the streams and not acked yet
+    high: Optional[int] = None      # the broker's end of the partition, as a fetch last said; None: unknown
 
     @property
     def hole(self) -> bool:
@@ -61,11 +62,16 @@ def find_stalled(positions: Mapping[K, Position], watched: dict[K, Watch], now: 
                  stall_s: float) -> list[K]:
     """Updates `watched` and returns the partitions to rewind (each then watched afresh): a
     hole seen at two rounds in a row, or a commit point that has not moved for `stall_s`
-    although records at or past it were read (the backstop for what the hole rule misses)."""
+    although records at or past it were read (the backstop for what the hole rule misses).
+    A commit point at the broker's end waits for nothing: faust's seek sets the read offset to
+    the commit point itself, so an idle partition would otherwise look read and stuck."""
     stalled = []
     for tp, pos in positions.items():
         if pos.read is None or (pos.committed is not None and pos.read < pos.committed):
             watched.pop(tp, None)          # nothing read past the commit point: not waiting on anything
+            continue
+        if pos.committed is not None and pos.high is not None and pos.committed >= pos.high:
+            watched.pop(tp, None)          # caught up: nothing on the broker at or past the commit point
             continue
         seen = watched.get(tp)
         if seen is None or seen.committed != pos.committed:
@@ -92,8 +98,16 @@ def positions_of(consumer: Any, tps: Any) -> dict[Any, Position]:
     for tp in tps:
         acked = consumer._acked.get(tp)
         out[tp] = Position(consumer._committed_offset.get(tp), consumer._read_offset.get(tp),
-                           min(acked) if acked else None, pending.get(tp))
+                           min(acked) if acked else None, pending.get(tp), _highwater(consumer, tp))
     return out
+
+
+def _highwater(consumer: Any, tp: Any) -> Optional[int]:
+    try:
+        high = consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - no figure (no fetch answered yet): the rules without it
+        return None
+    return high if isinstance(high, int) else None
 
 
 class Watchdog(Service):

@@ -5,9 +5,9 @@ method of exactly these versions).
 - `consumer.py`: the consumer faults that lost or stranded records around starts and
   rebalances (flow control emptying the stream queues, partitions without a commit not
   repositioned, gaps taken for processed offsets, the seek at the end of a recovery racing
-  the fetcher), the assignor's assertion that hangs a static member back at another URL, and
-  the fixed 1.5 s fetch hold that stalls busy partitions behind idle ones, and the acked work
-  a rebalance forgot to commit.
+  the fetcher, the fixed 1.5 s fetch hold that stalls busy partitions behind idle ones, the
+  acked work a rebalance forgets to commit) and the assignor's assertion that hangs a static
+  member back at another URL.
   Each fault is described there, with how it was found.
 - `rocksdb.py`: faust's RocksDB store asserting a current event on every table write.
 

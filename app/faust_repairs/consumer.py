@@ -158,7 +158,7 @@ class Consumer(driver.Consumer):
                 raise
             except Exception as exc:  # noqa: BLE001 - a commit that did not happen: replays, nothing lost
                 log.warning("commit before the rebalance failed (%s: %s): the new owners replay what was "
-                               "processed since the last commit", type(exc).__name__, exc)
+                            "processed since the last commit", type(exc).__name__, exc)
         await super().on_partitions_revoked(revoked)
 
     @property

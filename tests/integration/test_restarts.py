@@ -186,3 +186,28 @@ def test_two_workers_given_one_instance_id_say_so_and_fail_ready_then_health(
     event_loop_run(wait_until(lambda: all(http_status(w, "/health")[0] == 503 for w in twins), 60,
                               "/health failing on both"))
     print({w.log_path.name: http_status(w, "/health")[1] for w in twins})
+
+
+def test_a_worker_joining_a_busy_one_makes_it_replay_no_more_than_its_batch_in_flight(
+        workers: Any, settings: Any, accounts: int, event_loop_run: Any) -> None:
+    """Scale out: a second worker joins while the first works through a backlog. What the
+    first processed and acked is committed before its partitions are dealt again (repair 7 in
+    app/faust_repairs/consumer.py), so only its batch in flight (and what it takes from its
+    queue before faust stops the flow) may be processed twice. The periodic commit is set far
+    apart, so that without the repair the first worker's 3,000+ events before the join would be
+    replayed."""
+    data = samples(20_000, bad_ratio=0.0, accounts=1000, seed=53)
+    rare_commits = {"APP_KAFKA_COMMIT_INTERVAL_S": "60"}
+    workers(**rare_commits).start()
+    event_loop_run(produce(settings, data))
+    event_loop_run(wait_until(lambda: _at_least(settings, 3000), 120, "a part of the backlog processed"))
+    workers(**rare_commits).start()
+    check_outcomes_after_restart(settings, data, accounts, event_loop_run, timeout_s=180)
+    copies: collections.Counter[tuple[int, int]] = collections.Counter()
+    for category in CATEGORIES:
+        for record in event_loop_run(read_all(settings.kafka_brokers, settings.sink_topic(category))):
+            headers = dict(record.headers)
+            copies[(int(headers["source-partition"]), int(headers["source-offset"]))] += 1
+    replayed = sum(n - 1 for n in copies.values())
+    print(f"replayed after the join: {replayed:,} of {len(copies):,} (batch size {settings.batch_size})")
+    assert replayed <= 2 * settings.batch_size, "more than the first worker's batch in flight was processed again"

@@ -248,3 +248,22 @@ def test_avro_encoded_transactions_flow_like_json(workers: Any, settings: Any, a
     event_loop_run(wait_until(all_through, 60, "JSON and Avro events forwarded", 1.0))
     assert event_loop_run(dead_letter_topic(settings)) == []
     assert "loaded from the schema registry" in worker.log_path.read_text()
+
+
+def test_a_restarted_worker_leaves_its_caught_up_partitions_alone(workers: Any, settings: Any, accounts: int,
+                                                                   event_loop_run: Any) -> None:
+    """After a start faust's seek sets each partition's read offset to its commit point, which
+    the watchdog took for a record read and never acked: every idle partition with a commit was
+    "stuck" and rewound once per check, forever (seen in a benchmark pass that outlasted it). A
+    commit point at the broker's end waits for nothing (app/stalls.py)."""
+    data = samples(2_000, bad_ratio=0.0, accounts=1000, seed=59)
+    quick = {"APP_STALL_CHECK_S": "4"}
+    first = workers(**quick).start()
+    event_loop_run(produce(settings, data))
+    event_loop_run(wait_until(lambda: _at_least(settings, len(data)), 120, "all 2,000 events forwarded"))
+    first.stop()                       # commits on the way out: every input partition is committed
+    second = workers(**quick).start()
+    time.sleep(15)                     # idle, caught up, several watchdog rounds and stall windows
+    log = second.log_path.read_text(errors="replace")
+    assert "Seek stream partitions to committed offsets" in log
+    assert "seeking back" not in log, "a caught-up partition was rewound"

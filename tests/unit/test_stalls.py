@@ -32,6 +32,21 @@ def test_a_moving_commit_point_or_nothing_read_past_it_is_not_a_stall() -> None:
     assert "p2" not in watched
 
 
+def test_an_idle_partition_at_the_brokers_end_is_not_a_stall() -> None:
+    """faust's seek sets the read offset to the commit point: read == committed, nothing read.
+    Seen as 16 idle partitions rewound every 60 s in a benchmark pass that outlasted the check."""
+    watched: dict[str, Any] = {}
+    idle = Position(committed=2604, read=2604, high=2604)
+    assert find_stalled({"sales/3": idle}, watched, 0.0, 60) == []
+    assert find_stalled({"sales/3": idle}, watched, 120.0, 60) == []
+    unknown_end = Position(committed=2604, read=2604)
+    find_stalled({"sales/3": unknown_end}, watched, 130.0, 60)
+    assert find_stalled({"sales/3": unknown_end}, watched, 190.0, 60) == ["sales/3"], "no end known: the old rule"
+    behind = Position(committed=2604, read=2604, high=2700)   # the record at 2604 exists and was never acked
+    find_stalled({"sales/3": behind}, watched, 200.0, 60)
+    assert find_stalled({"sales/3": behind}, watched, 260.0, 60) == ["sales/3"]
+
+
 def test_a_hole_seen_twice_is_rewound_without_waiting_for_the_backstop() -> None:
     watched: dict[str, Watch] = {}
     hole = Position(committed=128, read=11698, first_acked=391, oldest_pending=None)
@@ -108,15 +123,20 @@ class _Table:
 
 
 class _Consumer:
-    def __init__(self, positions: dict[TP, tuple[Any, Any]], earliest: int = 0) -> None:
+    def __init__(self, positions: dict[TP, tuple[Any, Any]], earliest: int = 0,
+                 highwaters: dict[TP, int] | None = None) -> None:
         self._committed_offset = {tp: c for tp, (c, _) in positions.items()}
         self._read_offset = {tp: r for tp, (_, r) in positions.items()}
+        self.highwaters = highwaters or {}
         self._acked: dict[TP, list[int]] = {}
         self._unacked_messages: set[Any] = set()
         self.earliest, self.seeks = earliest, []
 
     def assignment(self) -> set[TP]:
         return set(self._committed_offset)
+
+    def highwater(self, tp: TP) -> Any:
+        return self.highwaters.get(tp)    # None: no fetch answered for it yet
 
     async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
         return {tp: self.earliest for tp in tps}
@@ -148,8 +168,9 @@ def test_check_rewinds_a_stuck_stream_partition_to_its_commit_point(monkeypatch:
     monkeypatch.setattr(stalls.time, "monotonic", lambda: clock[0])
     stuck, fine, changelog, fresh = (TP("t.raw", 0), TP("t.raw", 1), TP("app-cache-changelog", 0),
                                      TP("t.raw", 2))
-    consumer = _Consumer({stuck: (270, 13000), fine: (500, 400), changelog: (0, 90), fresh: (None, 7)},
-                         earliest=3)
+    idle = TP("t.raw", 3)
+    consumer = _Consumer({stuck: (270, 13000), fine: (500, 400), changelog: (0, 90), fresh: (None, 7),
+                          idle: (2604, 2604)}, earliest=3, highwaters={stuck: 14000, idle: 2604})
     app = _App(consumer)
     check = stalls.Watchdog(app, 60).check
 
