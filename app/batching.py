@@ -25,6 +25,7 @@ from faust.streams import Stream
 from faust.types import EventT, StreamT
 
 from app import metrics
+from app.kafka_tools import highwater
 from app.retry import retry_transient
 from domain.errors import PermanentError, Stage, TransientError, internal_error
 
@@ -175,10 +176,7 @@ def _behind(app: Any, read: dict[Any, int]) -> bool:
     if consumer is None:
         return False
     for tp, offset in read.items():
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - no figure (yet): nothing is waited for
-            continue
+        high = highwater(consumer, tp)
         if high is not None and offset + 1 < high:
             return True
     return False

@@ -1,10 +1,20 @@
-"""Small Kafka helpers outside the worker: counting and reading topics (reports, the lag
-probe; the tests and benchmarks too)."""
+"""Small Kafka helpers: counting and reading topics outside the worker (reports, the lag probe;
+the tests and benchmarks too), and a partition's end as the worker's consumer last heard it."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+
+def highwater(consumer: Any, tp: Any) -> Optional[int]:
+    """The broker's end of a partition as faust's consumer last heard it (a fetch response's
+    high watermark); None when no fetch has answered for it yet."""
+    try:
+        high = consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - no figure yet: the callers' rules without it
+        return None
+    return high if isinstance(high, int) else None
 
 
 def bootstrap(brokers: str) -> str:

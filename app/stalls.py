@@ -25,6 +25,7 @@ from typing import Any, Hashable, Mapping, Optional, TypeVar
 from mode import Service
 
 from app import metrics, retry
+from app.kafka_tools import highwater
 
 log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
@@ -98,16 +99,8 @@ def positions_of(consumer: Any, tps: Any) -> dict[Any, Position]:
     for tp in tps:
         acked = consumer._acked.get(tp)
         out[tp] = Position(consumer._committed_offset.get(tp), consumer._read_offset.get(tp),
-                           min(acked) if acked else None, pending.get(tp), _highwater(consumer, tp))
+                           min(acked) if acked else None, pending.get(tp), highwater(consumer, tp))
     return out
-
-
-def _highwater(consumer: Any, tp: Any) -> Optional[int]:
-    try:
-        high = consumer.highwater(tp)
-    except Exception:  # noqa: BLE001 - no figure (no fetch answered yet): the rules without it
-        return None
-    return high if isinstance(high, int) else None
 
 
 class Watchdog(Service):
