@@ -1,6 +1,6 @@
 """faust's own ceiling on this machine: the pipeline's worker machinery with no processing.
 
-The same faust worker as app.main (uvloop, the same consumer and producer tuning,
+The same faust worker as app.main (its repaired consumer, uvloop, the same consumer and producer tuning,
 `noack_take` batches of 500, producer futures gathered per batch, explicit acks), forwarding
 each record's key, value and headers unchanged. bench/pipeline.py runs it as a contender over
 the same input, so that one run separates what faust costs (this / passthrough) from what
@@ -19,12 +19,32 @@ from typing import Any, cast
 import faust
 from faust import StreamT
 from faust.streams import Stream
+from mode.utils.objects import cached_property
 
+from app.faust_repairs.consumer import FlowControl, Transport
+from app.settings import load_or_exit
 from app.tuning import WORKER_TUNING
 
 BATCH, WITHIN = 500, float(os.environ.get("BENCH_BATCH_WAIT_S", "0.05"))   # as the pipeline's agent
 
-app = faust.App(
+
+
+class RepairedApp(faust.App):
+    """faust's App with the app's consumer (app/faust_repairs/): the machinery app.main runs on.
+    BENCH_FAUST_RELEASED=1 measures faust as released instead."""
+    offset_gaps = False
+    fetch_max_wait_ms = load_or_exit().kafka_fetch_max_wait_ms
+
+    def _new_transport(self) -> Any:
+        return Transport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControl:
+        return FlowControl(loop=self.loop)
+
+
+AppClass = faust.App if os.environ.get("BENCH_FAUST_RELEASED") == "1" else RepairedApp
+app = AppClass(
     os.environ["BENCH_APP_ID"],
     broker=os.environ["BENCH_BROKERS"],
     datadir=os.environ["BENCH_DATA_DIR"],

@@ -475,3 +475,84 @@ def test_a_failed_commit_before_the_revoke_is_logged_and_the_revoke_goes_on(
 
 def test_with_stream_wait_empty_faust_commits_itself_and_the_repair_stays_out(monkeypatch: pytest.MonkeyPatch) -> None:
     assert revoke_scenario(monkeypatch, wait_empty=True) == ["faust's revoke"]
+
+
+# (8) the drainer's delivery of each record --------------------------------------------
+
+def delivering_consumer() -> Consumer:
+    from mode.utils.locks import Event
+
+    c = bare_consumer()
+    c.suspend_flow, c._stopped, c._crashed = Event(), Event(), Event()
+    c.loop = asyncio.get_running_loop()
+    return c
+
+
+def test_a_record_is_delivered_in_the_drainers_own_task_without_a_race() -> None:
+    async def scenario() -> tuple[Any, Any, int]:
+        c = delivering_consumer()
+        tasks: list[Any] = []
+
+        async def deliver() -> str:
+            tasks.append(asyncio.current_task())
+            return "delivered"
+
+        before = len(asyncio.all_tasks())
+        results = await c.wait_first(deliver(), c.suspend_flow.wait())
+        return tasks[0] is asyncio.current_task(), results.results, len(asyncio.all_tasks()) - before
+
+    same_task, results, new_tasks = asyncio.run(scenario())
+    assert same_task, "the delivery ran in the caller's task: no task of its own"
+    assert results == ["delivered"] and new_tasks == 0
+
+
+def test_faust_races_the_delivery_against_the_flow_events_in_tasks_of_their_own() -> None:
+    """faust's wait_first, what (8) replaces while the flow runs: the delivery is a new task."""
+    from mode import Service
+
+    async def scenario() -> bool:
+        c = delivering_consumer()
+        tasks: list[Any] = []
+
+        async def deliver() -> None:
+            tasks.append(asyncio.current_task())
+
+        await Service.wait_first(c, deliver(), c.suspend_flow.wait())
+        return tasks[0] is asyncio.current_task()
+
+    assert asyncio.run(scenario()) is False
+
+
+def test_once_the_flow_is_stopped_a_waiting_delivery_is_given_up_as_faust_does() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        c = delivering_consumer()
+        c.suspend_flow.set()
+        cancelled = asyncio.Event()
+
+        async def waits_forever() -> None:
+            try:
+                await asyncio.Event().wait()       # a full stream queue, say
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        delivery = waits_forever()
+        results = await asyncio.wait_for(c.wait_first(delivery, c.suspend_flow.wait()), 5)
+        await asyncio.sleep(0)
+        return delivery in results.done, cancelled.is_set()
+
+    delivered, cancelled = asyncio.run(scenario())
+    assert not delivered and cancelled
+
+
+def test_a_failing_delivery_raises_to_the_drainer() -> None:
+    async def scenario() -> None:
+        c = delivering_consumer()
+
+        async def fails() -> None:
+            raise ValueError("decode")
+
+        await c.wait_first(fails(), c.suspend_flow.wait())
+
+    with pytest.raises(ValueError, match="decode"):
+        asyncio.run(scenario())
