@@ -1,7 +1,7 @@
 """faust's own ceiling on this machine: the pipeline's worker machinery with no processing.
 
-The same faust worker as app.main (its repaired consumer, uvloop, the same consumer and producer tuning,
-`noack_take` batches of 500, producer futures gathered per batch, explicit acks), forwarding
+The same faust worker as app.main (its repaired consumer, uvloop, the same consumer and producer
+tuning, `noack_take` batches of 500, producer futures gathered per batch, explicit acks), forwarding
 each record's key, value and headers unchanged. bench/pipeline.py runs it as a contender over
 the same input, so that one run separates what faust costs (this / passthrough) from what
 the pipeline's own work costs (pipeline / this).
@@ -26,7 +26,6 @@ from app.settings import load_or_exit
 from app.tuning import WORKER_TUNING
 
 BATCH, WITHIN = 500, float(os.environ.get("BENCH_BATCH_WAIT_S", "0.05"))   # as the pipeline's agent
-
 
 
 class RepairedApp(faust.App):

@@ -7,8 +7,7 @@ method of exactly these versions).
   repositioned, gaps taken for processed offsets, the seek at the end of a recovery racing
   the fetcher, the fixed 1.5 s fetch hold that stalls busy partitions behind idle ones, the
   acked work a rebalance forgets to commit, the four tasks the drainer races per record) and the
-  assignor's assertion that hangs a static
-  member back at another URL.
+  assignor's assertion that hangs a static member back at another URL.
   Each fault is described there, with how it was found.
 - `rocksdb.py`: faust's RocksDB store asserting a current event on every table write.
 
