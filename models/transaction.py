@@ -7,9 +7,12 @@ from typing import Optional
 
 import faust
 
+from models.plain import plain_fields
+
 CATEGORIES = ("payment", "receipt", "refund")
 
 
+@plain_fields
 class Transaction(faust.Record, serializer="json", coerce=False, decimals=True, include_metadata=False):
     """One validated event; `amount` is an exact Decimal, `occurred_at` timezone-aware UTC."""
 
@@ -25,6 +28,7 @@ class Transaction(faust.Record, serializer="json", coerce=False, decimals=True, 
     description: Optional[str] = None
 
 
+@plain_fields
 class EnrichedTransaction(Transaction, serializer="json", coerce=False, decimals=True,
                           include_metadata=False):
     """A transaction with the business data of its account, as sent to the sink topics."""
