@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any
 
 import faust
 import pytest
@@ -13,23 +13,16 @@ from models.plain import plain_fields
 from models.transaction import EnrichedTransaction, Transaction
 
 
-class FaustEnriched(faust.Record, serializer="json", coerce=False, decimals=True, include_metadata=False):
-    """EnrichedTransaction's fields as faust builds them, with the descriptors on the class."""
-    event_id: str
-    category: str
-    account_id: str
-    amount: Decimal
-    currency: str
-    occurred_at: datetime
-    end_to_end_id: str
-    counterparty_key: str
-    channel: str
-    description: Optional[str] = None
-    customer_id: Optional[int] = None
-    customer_name: Optional[str] = None
-    segment: Optional[str] = None
-    risk_score: Optional[int] = None
-    account_status: Optional[str] = None
+def _faust_twin(cls: type[faust.Record]) -> Any:
+    """A Record with the same fields, options and defaults as `cls`, as faust builds it: with
+    its field descriptors on the class."""
+    options = cls._options
+    namespace = {"__annotations__": dict(options.fields), **options.defaults}
+    return type(f"Faust{cls.__name__}", (faust.Record,), namespace, serializer="json",
+                coerce=options.coerce, decimals=options.decimals, include_metadata=options.include_metadata)
+
+
+FaustEnriched = _faust_twin(EnrichedTransaction)
 
 
 def _fields(rng: random.Random) -> dict[str, Any]:
