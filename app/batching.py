@@ -126,6 +126,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error)[:300]}"
 
 
+SETTLE_POLL_S = 0.01         # how often a revoke looks whether the batches in progress are done
 LINGER_POLL_S = 0.002        # how often a batch behind the broker's end looks for its next events
 
 
@@ -140,9 +141,7 @@ async def batches(app: Any, stream: StreamT, size: int, within: float,
     steps, the stream's queue running dry in between: the watermark says more is coming).
 
     The stream's own iterator with its acks off (as `noack_take` does), read event by event;
-    each batch is handed over once no rebalance is in progress: faust seeks the partitions to
-    their committed offsets at its end, and an ack in between is counted against offsets the
-    seek then replaces."""
+    each batch is handed over once no rebalance is in progress (see `_current`)."""
     faust_stream = cast(Stream, stream)
     faust_stream.enable_acks = False
     queued_nothing = cast(Any, faust_stream.channel).queue.empty
@@ -162,9 +161,9 @@ async def batches(app: Any, stream: StreamT, size: int, within: float,
             while queued_nothing() and _behind(app, read) and clock() < deadline:
                 await asyncio.sleep(LINGER_POLL_S)
         if len(batch) >= size or queued_nothing() or clock() >= deadline:
-            while app.rebalancing:
-                await asyncio.sleep(0.05)
-            yield batch
+            current = await _current(app, batch)
+            if current:
+                yield current
             batch = []
             read = {}
 
@@ -187,9 +186,32 @@ async def full_batches(app: Any, stream: StreamT, size: int, within: float) -> A
     an agent whose throughput needs full batches more than it needs a low latency); each
     handed over once no rebalance is in progress (see `batches`)."""
     async for events in cast(Stream, stream).noack_take(size, within=within):
-        while app.rebalancing:
-            await asyncio.sleep(0.05)
-        yield events
+        current = await _current(app, events)
+        if current:
+            yield current
+
+
+async def _current(app: Any, events: Sequence[EventT]) -> Sequence[EventT]:
+    """The events of a batch still to be processed, once no rebalance is in progress: those
+    read in the consumer's current generation and not fetched again by its seek. A rebalance
+    ends with faust seeking every partition back to its commit point (and the stream skipping
+    what was fetched before), so the events of a batch taken before it, and those handed over
+    during it before the seek (app/faust_repairs/consumer.py, repair 9), are fetched again,
+    from that point, by this worker or by the partition's new owner: processed now, they would
+    come out twice. Nothing is acked in between, so the commit point cannot pass them."""
+    while app.rebalancing:
+        await asyncio.sleep(0.05)
+    generation = app.consumer_generation_id
+    again = app.consumer.fetched_again(event.message for event in events)      # repair (9)
+    current = [event for event in events
+               if event.message.generation_id == generation and id(event.message) not in again]
+    if len(current) < len(events):
+        kept = {id(event) for event in current}
+        dropped = [event for event in events if id(event) not in kept]
+        log.info("%d events taken before a rebalance not processed (fetched again from the commit point): %s",
+                 len(dropped), sorted({f"{e.message.topic}[{e.message.partition}]" for e in dropped}))
+        metrics.batch_dropped_at_rebalance(dropped)
+    return current
 
 
 async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Isolate, *,
@@ -204,10 +226,10 @@ async def run(app: Any, agent: str, stream: StreamT, handle: Handle, isolate: Is
         await app.resources.ready()
         async for events in take(app, stream, size, within):
             metrics.batch_taken(agent, len(events))
-            with progress.batch(agent, events):
+            with progress.batch(agent, events):     # acked inside: a settled batch is committable
                 await process(agent, events, handle, isolate)
-            for event in events:
-                await stream.ack(event)
+                for event in events:
+                    await stream.ack(event)
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
@@ -240,6 +262,17 @@ class Progress:
             yield
         finally:
             self._open.pop(agent, None)
+
+    async def settled(self, timeout: float, waiting_out_outage: Callable[[], bool]) -> bool:
+        """Whether every batch in progress was processed and acked within `timeout` seconds
+        (the caller holds new ones back); False at once while an outage is waited out (its
+        batch waits without limit)."""
+        deadline = self.clock() + timeout
+        while self._open:
+            if waiting_out_outage() or self.clock() >= deadline:
+                return False
+            await asyncio.sleep(SETTLE_POLL_S)
+        return True
 
     def died(self, agent: str, exc: BaseException) -> None:
         self.dead[agent] = f"{type(exc).__name__}: {exc}"[:300]

@@ -18,6 +18,7 @@ from app.web.health import Health
 from app.faust_repairs.consumer import FlowControl, PartitionAssignor, Transport
 from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
+from app.retry import in_outage
 from app.settings import load_or_exit
 from app.tuning import WORKER_TUNING
 
@@ -62,6 +63,12 @@ class App(faust.App):
     @cached_property
     def watchdog(self) -> Watchdog:
         return Watchdog(self, settings.stall_check_s, beacon=self.beacon)
+
+    async def batches_done(self, timeout: float) -> bool:
+        """Whether the agents' batches in progress were processed and acked within `timeout`
+        seconds (during a rebalance, which holds new batches back: repair (7) waits for this
+        before it commits); False at once while an outage is waited out."""
+        return await self.resources.progress.settled(timeout, in_outage)
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         faust_own = list(super().on_init_dependencies())

@@ -96,6 +96,10 @@ stall_recoveries = Counter("pipeline_stall_recoveries", "Stream partitions rewou
                            "because the commit point stopped moving (app/stalls.py)", ["topic"], registry=registry)
 watchdog_round_failures = Counter("pipeline_watchdog_round_failures", "Watchdog rounds that failed (logged; the "
                                   "next round comes as usual)", registry=registry)
+refetched_after_rebalance = Counter("pipeline_refetched_after_rebalance", "Events an agent had taken in a batch "
+                                   "when a rebalance came, left unprocessed because the rebalance seeks their "
+                                   "partition back to its commit point (app/batching.py)", ["topic"],
+                                   registry=registry)
 cache_change_lag = Histogram("pipeline_cache_change_lag_seconds", "Account/customer change: commit in PostgreSQL "
                              "to applied in the accounts-cache table (agent account-changes)",
                              buckets=LATENCY_BUCKETS, registry=registry)
@@ -138,6 +142,11 @@ def transactions_batch(events: Sequence[Any], outcomes: Sequence[Any], agent: st
 def batch_taken(agent: str, size: int) -> None:
     if enabled:
         batch_size.labels(agent).observe(size)
+
+
+def batch_dropped_at_rebalance(events: Sequence[Any]) -> None:
+    for topic, n in collections.Counter(event.message.topic for event in events).items():
+        refetched_after_rebalance.labels(topic).inc(n)
 
 
 def event_isolated(agent: str, reason: str) -> None:

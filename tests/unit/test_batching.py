@@ -3,6 +3,7 @@ bounded attempts, order kept, stages named, and the progress that /ready reads."
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any, Sequence
 
@@ -212,8 +213,9 @@ def test_an_event_whose_dead_letter_also_fails_is_counted_and_the_batch_goes_on(
 class _QueuedStream:
     """A stream whose queue is a list of arrivals: each `None` is a pause (nothing queued)."""
 
-    def __init__(self, arrivals: list[Any]) -> None:
+    def __init__(self, arrivals: list[Any], generation: Any = lambda: 1) -> None:
         self.arrivals = list(arrivals)
+        self.generation = generation          # the consumer's generation as each event is read
         self.enable_acks = True
         self.current_event: Any = None
         self.channel = SimpleNamespace(queue=SimpleNamespace(empty=self._empty))
@@ -227,15 +229,21 @@ class _QueuedStream:
                 item = self.arrivals.pop(0)
                 if item is None:
                     continue
-                self.current_event = SimpleNamespace(n=item, message=SimpleNamespace(tp=("in", 0), offset=item))
+                self.current_event = SimpleNamespace(n=item, message=SimpleNamespace(
+                    tp=("in", 0), topic="in", partition=0, offset=item, generation_id=self.generation()))
                 yield item
         return gen()
+
+
+def _none(messages: Any) -> set[int]:
+    return set()
 
 
 def _taken(arrivals: list[Any], size: int, within: float = 60.0, clock: Any = None,
            highwater: Any = None) -> list[list[Any]]:
     stream = _QueuedStream(arrivals)
-    app = SimpleNamespace(rebalancing=False, consumer=SimpleNamespace(highwater=highwater or (lambda tp: None)))
+    app = SimpleNamespace(rebalancing=False, consumer_generation_id=1,
+                          consumer=SimpleNamespace(highwater=highwater or (lambda tp: None), fetched_again=_none))
 
     async def scenario() -> list[list[Any]]:
         kwargs = {"clock": clock} if clock is not None else {}
@@ -264,7 +272,8 @@ def test_a_batch_behind_the_broker_end_waits_for_the_rest_within_its_bound() -> 
     # pause is a delivery in steps (the batch waits), the second is the end (it goes)
     stream_arrivals = [0, 1, None, 2, 3, None]
     stream = _QueuedStream(stream_arrivals)
-    app = SimpleNamespace(rebalancing=False, consumer=SimpleNamespace(highwater=lambda tp: 4))
+    app = SimpleNamespace(rebalancing=False, consumer_generation_id=1,
+                          consumer=SimpleNamespace(highwater=lambda tp: 4, fetched_again=_none))
     pauses = [0]
     real_sleep = asyncio.sleep
 
@@ -280,3 +289,78 @@ def test_a_batch_behind_the_broker_end_waits_for_the_rest_within_its_bound() -> 
         mp.setattr(batching.asyncio, "sleep", sleep)
         assert asyncio.run(scenario()) == [[0, 1, 2, 3]]
     assert pauses[0] == 1
+
+
+def test_a_batch_taken_before_a_rebalance_is_not_handed_over_after_it() -> None:
+    # 0-2 read in generation 1; a rebalance begins as the third is read, and ends (generation 2)
+    # while the batch waits for it; 3-4 are read in generation 2 (from the commit point): only
+    # what the new generation read is handed over
+    app = SimpleNamespace(rebalancing=False, consumer_generation_id=1,
+                          consumer=SimpleNamespace(highwater=lambda tp: None, fetched_again=_none))
+    reads = iter(range(100))
+
+    def generation() -> int:
+        if next(reads) == 2:
+            app.rebalancing = True
+        return app.consumer_generation_id
+
+    stream = _QueuedStream([0, 1, 2, 3, 4], generation=generation)
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        if app.rebalancing:
+            app.rebalancing, app.consumer_generation_id = False, 2
+        await real_sleep(0)
+
+    async def scenario() -> list[list[Any]]:
+        return [[e.n for e in b] async for b in batching.batches(app, stream, 3, 60.0)]  # type: ignore[arg-type]
+
+    from app import metrics
+    before = metrics.refetched_after_rebalance.labels("in")._value.get()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batching.asyncio, "sleep", sleep)
+        assert asyncio.run(scenario()) == [[3, 4]]
+    assert app.consumer_generation_id == 2
+    assert metrics.refetched_after_rebalance.labels("in")._value.get() == before + 3
+
+
+def test_only_the_events_of_the_current_generation_not_fetched_again_are_processed() -> None:
+    events = [SimpleNamespace(message=SimpleNamespace(topic="in", partition=p, offset=o, generation_id=g))
+              for p, o, g in [(0, 10, 4), (1, 7, 5), (0, 11, 4), (1, 8, 5)]]
+    again = {id(events[3].message)}      # handed over during the rebalance, before its seek (repair 9)
+    app = SimpleNamespace(rebalancing=False, consumer_generation_id=5,
+                          consumer=SimpleNamespace(fetched_again=lambda messages: again))
+    current = asyncio.run(batching._current(app, events))  # type: ignore[arg-type]
+    assert [(e.message.partition, e.message.offset) for e in current] == [(1, 7)]
+
+
+def test_a_revoke_waits_for_the_batch_in_progress_but_not_through_an_outage_nor_past_its_bound() -> None:
+    async def scenario() -> list[Any]:
+        progress = Progress()
+        outage = [False]
+        results: list[Any] = [await progress.settled(0.5, lambda: outage[0])]     # nothing open: at once
+
+        async def batch() -> None:
+            with progress.batch("transactions", [event(1)]):
+                await asyncio.sleep(0.05)
+        task = asyncio.create_task(batch())
+        await asyncio.sleep(0)
+        results.append(await progress.settled(5.0, lambda: outage[0]))            # done within the bound
+        results.append(task.done())
+
+        stuck = asyncio.create_task(asyncio.Event().wait())
+        async def forever() -> None:
+            with progress.batch("transactions", [event(2)]):
+                await stuck
+        hung = asyncio.create_task(forever())
+        await asyncio.sleep(0)
+        outage[0] = True
+        started = time.monotonic()
+        results.append(await progress.settled(5.0, lambda: outage[0]))            # an outage: no wait
+        results.append(time.monotonic() - started < 0.5)
+        outage[0] = False
+        results.append(await progress.settled(0.1, lambda: outage[0]))            # past the bound
+        hung.cancel()
+        stuck.cancel()
+        return results
+    assert asyncio.run(scenario()) == [True, True, True, False, True, False]

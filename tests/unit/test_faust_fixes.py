@@ -7,6 +7,8 @@ bench/backlog_start.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any, AsyncIterator
@@ -17,7 +19,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from app.faust_repairs.consumer import Consumer, FlowControl
+from app.faust_repairs.consumer import REVOKE_COMMIT_TIMEOUT_S, Consumer, FlowControl
 
 RAW0, RAW1 = TP("transactions.raw", 0), TP("transactions.raw", 1)
 CHANGELOG = TP("app-accounts-cache-changelog", 0)
@@ -32,6 +34,7 @@ def bare_consumer(offset_gaps: bool = False) -> Consumer:
     c._committed_offset = defaultdict(lambda: None)
     c._seeks = c._seeking = c._fetch_seeks = 0
     c._held = set()
+    c._handed_over = weakref.WeakKeyDictionary()
     c.app = SimpleNamespace(offset_gaps=offset_gaps, rebalancing=False,
                             topics=SimpleNamespace(acks_enabled_for=lambda topic: "changelog" not in topic),
                             tables=SimpleNamespace(changelog_topics={CHANGELOG.topic}))
@@ -249,6 +252,19 @@ class FakeThread:
         return {tp: rs for tp, rs in records.items() if TopicPartition(tp.topic, tp.partition) not in self.paused}
 
 
+class Record:
+    """A fetched record as the tests need it (weakly referable, as faust's Message)."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def test_records_handed_over_outside_a_rebalance_are_never_named_fetched_again() -> None:
+    c = bare_consumer()
+    c._handed_over = weakref.WeakKeyDictionary()
+    assert c.fetched_again([Record(1), Record(2)]) == set()
+
+
 def seeking_consumer(monkeypatch: pytest.MonkeyPatch, events: list[Any]) -> tuple[Consumer, FakeThread]:
     c = bare_consumer()
     thread = FakeThread({RAW0, RAW1, CHANGELOG}, events)
@@ -290,7 +306,7 @@ def test_records_taken_before_a_seek_began_are_not_handed_over(monkeypatch: pyte
     events: list[Any] = []
     c, thread = seeking_consumer(monkeypatch, events)
     c.app.rebalancing = True
-    m = SimpleNamespace
+    m = Record
     thread.fetches = [{RAW0: [m(offset=0), m(offset=1), m(offset=2)], RAW1: [m(offset=50)], CHANGELOG: [m(offset=7)]},
                       {RAW0: [m(offset=0), m(offset=1)], RAW1: [m(offset=40)]}]
 
@@ -302,18 +318,27 @@ def test_records_taken_before_a_seek_began_are_not_handed_over(monkeypatch: pyte
 
     monkeypatch.setattr(driver.Consumer, "getmany", parent_getmany)
 
+    handed: list[Any] = []
+
     async def scenario() -> tuple[list[tuple[TP, int]], list[tuple[TP, int]]]:
         first: list[tuple[TP, int]] = []
         async for tp, message in c.getmany(1.0):
             first.append((tp, message.offset))
+            handed.append(message)
             if len(first) == 1:
                 await c.perform_seek()         # begins while the batch is being handed over
-        again = [(tp, message.offset) async for tp, message in c.getmany(1.0)]
+        again: list[tuple[TP, int]] = []
+        async for tp, message in c.getmany(1.0):
+            again.append((tp, message.offset))
+            handed.append(message)
         return first, again
 
     first, again = asyncio.run(scenario())
     assert first == [(RAW0, 0), (CHANGELOG, 7)], "handed over before the seek; the rest is stale but the changelog's"
     assert again == [(RAW0, 0), (RAW0, 1), (RAW1, 40)], "fetched after the seek: all handed over"
+    # (9): RAW0 0, handed over before the seek began, comes again; the changelog's record is not
+    # repositioned, and what was fetched after the seek is what it fetched
+    assert c.fetched_again(handed) == {id(handed[0])}
 
 
 def test_a_fetch_that_took_its_records_after_the_seek_began_is_handed_over(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -418,13 +443,23 @@ def test_aiokafka_hands_the_consumers_fetch_wait_to_its_fetcher() -> None:
 
 # (7) commit before a revoke ------------------------------------------------------------
 
-def revoke_scenario(monkeypatch: pytest.MonkeyPatch, *, wait_empty: bool, commit_error: BaseException | None = None
-                    ) -> list[Any]:
-    """faust's own revoke stood in for by what it does first: forget the acked offsets."""
+def revoke_scenario(monkeypatch: pytest.MonkeyPatch, *, wait_empty: bool, commit_error: BaseException | None = None,
+                    batch_done: bool | None = None) -> list[Any]:
+    """faust's own revoke stood in for by what it does first: forget the acked offsets.
+    `batch_done`: the app has a batch of offsets 10-19 in progress at the revoke, which is
+    done and acked while the app's `batches_done` is awaited (True), or not done (False)."""
     c = bare_consumer()
     c.app.conf = SimpleNamespace(stream_wait_empty=wait_empty)
     ack(c, RAW0, range(0, 10))
     seen: list[Any] = []
+
+    if batch_done is not None:
+        async def batches_done(timeout: float) -> bool:
+            seen.append(("batches_done", timeout))
+            if batch_done:
+                ack(c, RAW0, range(10, 20))
+            return batch_done
+        c.app.batches_done = batches_done
 
     async def commit() -> bool:
         seen.append(("commit", sorted(c._acked[RAW0])))
@@ -438,6 +473,7 @@ def revoke_scenario(monkeypatch: pytest.MonkeyPatch, *, wait_empty: bool, commit
         seen.append("faust's revoke")
 
     c.commit = commit  # type: ignore[method-assign]
+    c._commit_fut = None
     monkeypatch.setattr(driver.Consumer, "on_partitions_revoked", faust_revoke)
     asyncio.run(c.on_partitions_revoked({RAW0}))
     return seen
@@ -471,6 +507,47 @@ def test_a_failed_commit_before_the_revoke_is_logged_and_the_revoke_goes_on(
     seen = revoke_scenario(monkeypatch, wait_empty=False, commit_error=RuntimeError("coordinator gone"))
     assert seen == [("commit", list(range(10))), "faust's revoke"]
     assert "commit before the rebalance failed (RuntimeError: coordinator gone)" in caplog.text
+
+
+def test_the_batch_in_progress_at_the_revoke_is_done_and_acked_before_the_commit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = revoke_scenario(monkeypatch, wait_empty=False, batch_done=True)
+    assert seen == [("batches_done", REVOKE_COMMIT_TIMEOUT_S), ("commit", list(range(20))), "faust's revoke"]
+
+
+def test_a_batch_not_done_at_the_revoke_is_left_to_the_new_owners_and_the_rest_committed(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    seen = revoke_scenario(monkeypatch, wait_empty=False, batch_done=False)
+    assert seen == [("batches_done", REVOKE_COMMIT_TIMEOUT_S), ("commit", list(range(10))), "faust's revoke"]
+    assert "a batch in progress at the revoke is not done" in caplog.text
+
+
+def test_a_periodic_commit_under_way_at_the_revoke_is_followed_by_one_of_what_was_acked_since() -> None:
+    c = bare_consumer()
+    c.app.conf = SimpleNamespace(stream_wait_empty=False)
+    ack(c, RAW0, range(0, 10))
+    committed: list[list[int]] = []
+
+    async def scenario() -> None:
+        under_way: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        c._commit_fut = under_way           # the periodic commit began before offsets 10-19 were acked
+        ack(c, RAW0, range(10, 20))
+
+        async def force_commit(*args: Any, **kwargs: Any) -> bool:
+            committed.append(sorted(c._acked[RAW0]))
+            return True
+        c.force_commit = force_commit  # type: ignore[method-assign]
+        c.app.client_only = False
+        c._loop = asyncio.get_running_loop()
+
+        def periodic_commit_ends() -> None:      # as faust's commit(): cleared, then followers woken
+            c._commit_fut = None
+            under_way.set_result(None)
+        asyncio.get_running_loop().call_later(0.01, periodic_commit_ends)
+        await asyncio.wait_for(c._commit_after_any_under_way(), 2)
+    asyncio.run(scenario())
+    assert committed == [list(range(20))], "faust's commit() alone would have returned after the periodic one"
 
 
 def test_with_stream_wait_empty_faust_commits_itself_and_the_repair_stays_out(monkeypatch: pytest.MonkeyPatch) -> None:
