@@ -1,9 +1,8 @@
-"""Client CPU of one history write request, two ways, alternated on the local stack: the app's
-path (app/adapters/cql.py `_Round`: the driver's `execute_async`, a ResponseFuture per request)
-and the same UNLOGGED BATCH messages handed to a pooled connection's `send_msg` (the driver's
-internals, no ResponseFuture). The second is no implementation: it has no routing (the stack has
-one node), no timeout, no classification of errors, no re-prepare. It measures how much of a
-write's client CPU the driver's per-request machinery is, before anyone builds the real thing.
+"""Client CPU of one history write request, three ways, alternated on the local stack: the app's
+rounds (app/adapters/cql.py `_Round`) through the driver's `execute_async` (a ResponseFuture per
+request: `driver`) or through `_Direct` (the app's path: `direct`), and the same UNLOGGED BATCH
+messages handed to a pooled connection's `send_msg` with nothing else (`send_msg`: no routing,
+no timeout, no classification of errors, the floor of the approach).
 
     .venv/bin/python -m bench.cql_send [--events 40000] [--rounds 3]
 """
@@ -21,7 +20,7 @@ from cassandra import ConsistencyLevel
 from cassandra.protocol import BatchMessage, ResultMessage
 from cassandra.query import BatchType
 
-from app.adapters.cql import Cql
+from app.adapters.cql import Cql, _Round
 from app.adapters.history import HistoryEncoder
 from app.adapters.rows import HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT
 from app.settings import Settings
@@ -32,9 +31,16 @@ from devtools.stores import drop_keyspace
 CHUNK = 500          # rows per record_history call, as the agent's batch
 
 
-async def through_the_driver(cql: Cql, encoder: HistoryEncoder, chunks: list[list[tuple[Any, list[Any]]]]) -> None:
+async def through_the_driver(cql: Cql, encoder: HistoryEncoder, chunks: list[list[tuple[Any, list[Any]]]],
+                             direct: bool) -> None:
+    """The app's rounds, with `_Direct` (as Cql.execute_all sends them) or without it."""
+    session, loop = await cql.session(), asyncio.get_running_loop()
     for calls in chunks:
-        await cql.execute_all([(encoder.batch(statement, values), ()) for statement, values in calls])
+        batches = [(encoder.batch(statement, values), ()) for statement, values in calls]
+        errors = await _Round(session, batches, cql.settings.cql_concurrency, loop,
+                              cql._direct if direct else None).run(cql.settings.cql_timeout_s)
+        if errors:
+            raise errors[0]
 
 
 async def through_send_msg(cql: Cql, chunks: list[list[tuple[Any, list[Any]]]], window: int) -> None:
@@ -94,7 +100,7 @@ async def main() -> None:
         encoder = HistoryEncoder.of(by_account, by_event)
         assert encoder is not None
         size = settings.cql_batch_rows
-        cpu: dict[str, list[float]] = {"driver": [], "send_msg": []}
+        cpu: dict[str, list[float]] = {"driver": [], "direct": [], "send_msg": []}
         for round_ in range(args.rounds):
             for way in cpu:
                 data = rows(args.events, seed=round_ * 10 + len(way))
@@ -106,8 +112,8 @@ async def main() -> None:
                     chunks.append(calls)
                 requests = sum(len(c) for c in chunks)
                 c0, t0 = time.process_time(), time.perf_counter()
-                if way == "driver":
-                    await through_the_driver(cql, encoder, chunks)
+                if way in ("driver", "direct"):
+                    await through_the_driver(cql, encoder, chunks, direct=way == "direct")
                 else:
                     await through_send_msg(cql, chunks, settings.cql_concurrency)
                 used, wall = time.process_time() - c0, time.perf_counter() - t0
@@ -115,9 +121,10 @@ async def main() -> None:
                 print(f"round {round_ + 1} {way:8s} {requests:,} requests of {size} rows: "
                       f"{used / requests * 1e6:6.1f} µs CPU per request, {used / args.events * 1e6:5.1f} µs CPU "
                       f"per event, {args.events / wall:7,.0f} events/s", flush=True)
-        driver, direct = statistics.median(cpu["driver"]), statistics.median(cpu["send_msg"])
-        print(f"medians: driver {driver:.1f}, send_msg {direct:.1f} µs CPU per event (client, both history "
-              f"tables; row encoding not included): send_msg / driver {direct / driver:.2f}x", flush=True)
+        driver, direct, bare = (statistics.median(cpu[way]) for way in ("driver", "direct", "send_msg"))
+        print(f"medians, µs CPU per event (client, both history tables; row encoding not included): driver "
+              f"{driver:.1f}, direct {direct:.1f}, send_msg {bare:.1f}; direct / driver {direct / driver:.2f}x, "
+              f"send_msg / driver {bare / driver:.2f}x", flush=True)
     finally:
         await cql.close()
         drop_keyspace(settings)

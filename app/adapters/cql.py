@@ -6,13 +6,17 @@ import logging
 import re
 import threading
 from importlib.resources.abc import Traversable
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from cassandra import DriverException, InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
+from cassandra.connection import ConnectionException
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement
+from cassandra.pool import NoConnectionsAvailable
+from cassandra.protocol import (BatchMessage, ErrorMessage, IsBootstrappingErrorMessage, OverloadedErrorMessage,
+                                PreparedQueryNotFound, ResultMessage, ServerError, TruncateError)
+from cassandra.query import BatchStatement, PreparedStatement
 
 from app import assets
 from app.adapters import Adapter
@@ -21,8 +25,11 @@ from domain.errors import PermanentError, Reason, Stage, TransientError
 
 
 log = logging.getLogger(__name__)
+# What the driver retries on another host and then raises as NoHostAvailable is an outage too:
+# a connection lost or full, a server overloaded, bootstrapping or failing internally.
 _TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable,
-              ConnectionError, OSError)
+              ConnectionError, OSError, ConnectionException, NoConnectionsAvailable,
+              OverloadedErrorMessage, IsBootstrappingErrorMessage, ServerError, TruncateError, PreparedQueryNotFound)
 
 
 class Cql(Adapter):
@@ -38,6 +45,7 @@ class Cql(Adapter):
             raise ValueError(f"APP_CQL_KEYSPACE={self.keyspace!r} is not a valid keyspace name")
         self._cluster: Optional[Cluster] = None
         self._session: Optional[Session] = None
+        self._direct: Optional[_Direct] = None
         self._lock = asyncio.Lock()
         self._prepared: dict[str, PreparedStatement] = {}
         self._slots = asyncio.Semaphore(settings.cql_concurrency)
@@ -47,7 +55,9 @@ class Cql(Adapter):
         if self._session is None:
             async with self._lock:
                 if self._session is None:
-                    self._session = await asyncio.get_running_loop().run_in_executor(None, self._connect)
+                    session = await asyncio.get_running_loop().run_in_executor(None, self._connect)
+                    self._direct = _Direct(session)
+                    self._session = session
         return self._session
 
     def _connect(self) -> Session:
@@ -88,17 +98,24 @@ class Cql(Adapter):
         A `_Round` of the driver's own: each statement sent without a request timeout (the
         driver then arms no libev timer per request, which wakes its I/O thread), the next one
         sent from the driver's callback of the last (as cassandra.concurrent does), and the
-        event loop woken once, when all are settled. The timeout is kept per round: no answer to
-        any of its statements for `cql_timeout_s` is an outage (OperationTimedOut), as a
-        request's own timeout was."""
+        event loop woken once, when all are settled; a batch of prepared statements (the history
+        rows) goes straight to a pooled connection (`_Direct`). The timeout is kept per round: no
+        answer to any of its statements for `cql_timeout_s` is an outage (OperationTimedOut), as
+        a request's own timeout was. A statement the server no longer knows (PreparedQueryNotFound:
+        a server restarted without its prepared cache) is an outage after which the statements
+        are prepared again."""
         try:
             session = await self.session()
         except _TRANSIENT as exc:
             raise _classified(exc) from exc
         async with self._rounds:           # one round at a time per worker: its window is the bound
             # a list: the driver's thread takes the next call from it, and nothing of ours runs there
-            round_ = _Round(session, list(calls), self.settings.cql_concurrency, asyncio.get_running_loop())
+            round_ = _Round(session, list(calls), self.settings.cql_concurrency, asyncio.get_running_loop(),
+                            self._direct)
             errors = await round_.run(self.settings.cql_timeout_s)
+        if any(isinstance(e, PreparedQueryNotFound) for e in errors):
+            log.warning("the CQL server no longer knows a prepared statement (restarted?): preparing them again")
+            self._prepared.clear()
         if errors:
             classified = [_classified(e) if isinstance(e, (*_TRANSIENT, InvalidRequest)) else e for e in errors]
             transient = [e for e in classified if isinstance(e, TransientError)]
@@ -170,14 +187,15 @@ class _Round:
     Stops sending at the first error (the caller retries the whole round anyway)."""
 
     def __init__(self, session: Session, calls: Iterable[tuple[Any, Sequence[Any]]], window: int,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, direct: Optional["_Direct"] = None) -> None:
         self._session = session
+        self._direct = direct
         self._calls: Iterator[tuple[Any, Sequence[Any]]] = iter(calls)
         self._window = window
         self._loop = loop
         self._lock = threading.Lock()
         self._unsettled = 0              # sent, not answered yet
-        self._sent: list[ResponseFuture] = []    # for the timeout only
+        self._sent: list[Any] = []    # ResponseFutures and _Requests, for the timeout only
         self._stopped = False            # no more sends: all sent, an error, or timed out
         self._woken = False
         self._settled = 0                # statements answered so far (progress, for the timeout)
@@ -221,6 +239,9 @@ class _Round:
             self._unsettled += 1
         statement, params = call
         try:
+            if self._direct is not None and not params and self._direct.takes(statement):
+                self._sent.append(self._direct.send(statement, self._ok, self._failed))
+                return True
             future: ResponseFuture = self._session.execute_async(statement, params, timeout=None)
         except BaseException as exc:  # noqa: BLE001 - refused at submission: the round's error
             self._failed(exc, None)
@@ -261,11 +282,125 @@ class _Round:
         with self._lock:
             self._stopped = True
             self._woken = True
-        pending = [f for f in self._sent if not f._event.is_set()]
+        pending = [f for f in self._sent if not (f.settled if isinstance(f, _Request) else f._event.is_set())]
         self.errors.insert(0, OperationTimedOut(f"no answer to {len(pending)} CQL request(s) in {timeout:g} s"))
         for future in pending:
+            if isinstance(future, _Request):
+                self._session.cluster.connection_class.create_timer(0, future.time_out)
+                continue
             future.timeout = timeout
             self._session.cluster.connection_class.create_timer(0, future._on_timeout)
+
+
+class _Direct:
+    """A BATCH of prepared statements (the history rows) sent as the driver sends it, without
+    its ResponseFuture per request (events, locks, retry and paging machinery: most of a
+    write's client CPU, bench/results/cql-send.txt): the message built as
+    `Session._create_response_future` builds it, the host from the session's own
+    load-balancing policy (token-aware), a connection and stream id from that host's pool
+    (shard-aware on ScyllaDB), the answer taken by `_Request`. What the driver would retry on
+    another host is not retried here: it is the round's error, an outage to the caller, which
+    retries the whole round."""
+
+    def __init__(self, session: Session) -> None:
+        cluster = session.cluster
+        self._session = session
+        self._policy = cluster.load_balancing_policy          # the Cluster is built with legacy parameters
+        self._consistency = session.default_consistency_level
+        self._serial = session.default_serial_consistency_level
+        self._timestamps = cluster.timestamp_generator if session.use_client_timestamp else None
+        self._handler = session.client_protocol_handler
+        self._metadata = cluster.metadata
+
+    @staticmethod
+    def takes(statement: Any) -> bool:
+        return (type(statement) is BatchStatement and not statement.custom_payload
+                and all(prepared for prepared, _, _ in statement._statements_and_parameters))
+
+    def send(self, batch: BatchStatement, ok: Callable[[Any], None],
+             failed: Callable[[BaseException, Any], None]) -> "_Request":
+        """Sent on the first host of the query plan that takes it; raises NoHostAvailable."""
+        message = BatchMessage(
+            batch.batch_type, batch._statements_and_parameters,
+            batch.consistency_level if batch.consistency_level is not None else self._consistency,
+            batch.serial_consistency_level if batch.serial_consistency_level is not None else self._serial,
+            self._timestamps() if self._timestamps is not None else None)
+        routing_key, token = batch.routing_key, None
+        if routing_key is not None:
+            token_map = self._metadata.token_map
+            if token_map is not None and self._metadata.can_support_partitioner():
+                token = token_map.token_class.from_key(routing_key)
+        errors: dict[Any, BaseException] = {}
+        for host in self._policy.make_query_plan(self._session.keyspace, batch):
+            pool = self._session._pools.get(host)
+            if pool is None or pool.is_shutdown:
+                continue
+            try:
+                connection, request_id = pool.borrow_connection(
+                    timeout=2.0, routing_key=routing_key, keyspace=batch.keyspace, table=batch.table,
+                    routing_token=token)
+            except Exception as exc:  # noqa: BLE001 - as the driver: this host is full or down, the next
+                errors[host] = exc
+                continue
+            request = _Request(pool, connection, request_id, ok, failed)
+            try:
+                connection.send_msg(message, request_id, cb=request.answer, encoder=self._handler.encode_message,
+                                    decoder=self._handler.decode_message, result_metadata=None)
+            except Exception as exc:  # noqa: BLE001 - as the driver: this connection failed, the next host
+                errors[host] = exc
+                request.settled = True
+                pool.return_connection(connection)
+                continue
+            return request
+        raise NoHostAvailable("no CQL host could take the write", errors)
+
+
+class _Request:
+    """One write `_Direct` sent: its answer (on the driver's I/O thread) returns the stream to
+    the pool and settles it once, as ResponseFuture._set_result does for a write; `time_out`
+    (also on that thread) gives the stream up as ResponseFuture._on_timeout does: orphaned
+    until a late answer comes."""
+
+    def __init__(self, pool: Any, connection: Any, request_id: int, ok: Callable[[Any], None],
+                 failed: Callable[[BaseException, Any], None]) -> None:
+        self.pool, self.connection, self.request_id = pool, connection, request_id
+        self.ok, self.failed = ok, failed
+        self.settled = False
+
+    def answer(self, response: Any) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if not self.pool.is_shutdown:
+            self.pool.return_connection(self.connection)
+        if isinstance(response, ResultMessage):
+            self.ok(None)
+        elif isinstance(response, ErrorMessage):
+            try:
+                error = response.to_exception()
+            except Exception as exc:  # noqa: BLE001 - nothing may escape to the driver's thread: it would drop it
+                error = exc
+            self.failed(error, None)
+        elif isinstance(response, BaseException):      # the connection closed or failed
+            self.failed(response, None)
+        else:
+            self.failed(DriverException(f"unexpected answer to a CQL write: {type(response).__name__}"), None)
+
+    def time_out(self) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        connection = self.connection
+        try:
+            connection._requests.pop(self.request_id)
+        except KeyError:
+            return        # the connection was closed meanwhile: it took its streams along
+        if not self.pool.is_shutdown:
+            with connection.lock:
+                connection.orphaned_request_ids.add(self.request_id)
+                if len(connection.orphaned_request_ids) >= connection.orphaned_threshold:
+                    connection.orphaned_threshold_reached = True
+            self.pool.return_connection(connection, stream_was_orphaned=True)
 
 
 def _classified(exc: BaseException) -> Exception:
