@@ -56,7 +56,7 @@ class Cql(Adapter):
             async with self._lock:
                 if self._session is None:
                     session = await asyncio.get_running_loop().run_in_executor(None, self._connect)
-                    self._direct = _Direct(session)
+                    self._direct = _Direct(session) if self.settings.cql_direct_writes else None
                     self._session = session
         return self._session
 
