@@ -8,6 +8,7 @@ import threading
 from importlib.resources.abc import Traversable
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
+import cassandra
 from cassandra import DriverException, InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
@@ -56,7 +57,7 @@ class Cql(Adapter):
             async with self._lock:
                 if self._session is None:
                     session = await asyncio.get_running_loop().run_in_executor(None, self._connect)
-                    self._direct = _Direct(session) if self.settings.cql_direct_writes else None
+                    self._direct = _Direct.for_session(session, self.settings.cql_direct_writes)
                     self._session = session
         return self._session
 
@@ -301,6 +302,21 @@ class _Direct:
     (shard-aware on ScyllaDB), the answer taken by `_Request`. What the driver would retry on
     another host is not retried here: it is the round's error, an outage to the caller, which
     retries the whole round."""
+
+    WRITTEN_FOR = "3.29.12"      # the scylla-driver whose internals this uses (its pool, connection, messages)
+
+    @classmethod
+    def for_session(cls, session: Session, enabled: bool, version: str = cassandra.__version__
+                    ) -> Optional["_Direct"]:
+        """None (the writes go through `execute_async`) when off, or for another driver release:
+        its internals may have changed, and a silent misuse of them would be worse than the CPU."""
+        if not enabled:
+            return None
+        if version != cls.WRITTEN_FOR:
+            log.warning("scylla-driver %s, not %s: history writes go through execute_async (APP_CQL_DIRECT_WRITES "
+                        "needs the release it was written for)", version, cls.WRITTEN_FOR)
+            return None
+        return cls(session)
 
     def __init__(self, session: Session) -> None:
         cluster = session.cluster

@@ -186,3 +186,17 @@ def test_a_write_the_server_no_longer_knows_prepares_the_statements_again(monkey
     with pytest.raises(TransientError):
         asyncio.run(cql.execute_all([(batch(), ())]))
     assert cql._prepared == {}
+
+
+def test_the_direct_path_only_on_the_driver_release_it_was_written_for(caplog: pytest.LogCaptureFixture) -> None:
+    fake = session({"a": Pool()})
+    assert isinstance(_Direct.for_session(fake, True), _Direct), "the pinned release (setup.cfg) is installed"
+    assert _Direct.for_session(fake, False) is None
+    assert _Direct.for_session(fake, True, version="3.30.0") is None
+    assert "scylla-driver 3.30.0, not 3.29.12: history writes go through execute_async" in caplog.text
+
+
+def test_the_pinned_driver_is_the_one_the_direct_path_was_written_for() -> None:
+    from pathlib import Path
+    pins = (Path(__file__).parents[2] / "setup.cfg").read_text()
+    assert f"scylla-driver=={_Direct.WRITTEN_FOR}" in pins
