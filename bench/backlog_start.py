@@ -18,8 +18,11 @@ graceful rebalance: what the first had processed and acked should not be replaye
 figures end with one summary line: rewinds and repeated records per start.
 
     .venv/bin/python -m bench.backlog_start --events 60000 [--rewound | --warm | --rebalance 3] [--runs 3]
-    APP_KAFKA_SESSION_TIMEOUT_S=8 .venv/bin/python -m bench.backlog_start --rebalance 3   # a shorter wait
     .venv/bin/python -m bench.backlog_start --join 3                                       # scale out
+
+`--rebalance` runs its workers with APP_KAFKA_SESSION_TIMEOUT_S=8 unless it is set: with the default
+30 s the survivor takes the dead worker's partitions over only after the settle below (15 s without a
+new sink record) has ended the run, and their backlog counts as missing.
 """
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ async def settle(settings: Settings, sinks: list[str]) -> None:
         last = got
 
 
+REBALANCE_SESSION_TIMEOUT_S = 8
+
+
 @dataclass(frozen=True)
 class Outcome:
     missing: int      # input records in no sink
@@ -77,6 +83,8 @@ async def _once(events: int, rewound: bool, warm: bool, kill: float, rebalance: 
     env = {**os.environ, **base, "APP_POSTGRES_DSN": f"{admin}/{db}", "APP_ENV": "test",
            "APP_ID": f"backlog-{run}", "APP_TOPIC_PREFIX": f"k{run}.", "APP_CQL_KEYSPACE": f"k{run}",
            "APP_DATA_DIR": str(tmp / "data"), "APP_WEB_PORT": str(free_port())}
+    if rebalance:     # the takeover waits for the dead member's session to expire: within the settle's quiet
+        env.setdefault("APP_KAFKA_SESSION_TIMEOUT_S", str(REBALANCE_SESSION_TIMEOUT_S))
     settings = Settings.load(env)
     cql = Cql(settings)
     worker = doomed = joiner = None
