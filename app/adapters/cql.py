@@ -16,7 +16,7 @@ from cassandra.connection import ConnectionException
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.pool import NoConnectionsAvailable
 from cassandra.protocol import (BatchMessage, ErrorMessage, IsBootstrappingErrorMessage, OverloadedErrorMessage,
-                                PreparedQueryNotFound, ResultMessage, ServerError, TruncateError)
+                                PreparedQueryNotFound, ResultMessage)
 from cassandra.query import BatchStatement, PreparedStatement
 
 from app import assets
@@ -26,11 +26,13 @@ from domain.errors import PermanentError, Reason, Stage, TransientError
 
 
 log = logging.getLogger(__name__)
-# What the driver retries on another host and then raises as NoHostAvailable is an outage too:
-# a connection lost or full, a server overloaded, bootstrapping or failing internally.
+# A connection lost or full, a server overloaded or bootstrapping: outages. Not a ServerError
+# (an internal error of the server, which one value can cause): the event's fault until the
+# isolation of app/batching.py shows otherwise, never retried without bound.
+_CONNECTION_FAILURES = (ConnectionException, NoConnectionsAvailable, OSError)
 _TRANSIENT = (NoHostAvailable, OperationTimedOut, ReadTimeout, WriteTimeout, Unavailable,
-              ConnectionError, OSError, ConnectionException, NoConnectionsAvailable,
-              OverloadedErrorMessage, IsBootstrappingErrorMessage, ServerError, TruncateError, PreparedQueryNotFound)
+              ConnectionError, *_CONNECTION_FAILURES, OverloadedErrorMessage, IsBootstrappingErrorMessage,
+              PreparedQueryNotFound)
 
 
 class Cql(Adapter):
@@ -299,9 +301,10 @@ class _Direct:
     write's client CPU, bench/results/cql-send.txt): the message built as
     `Session._create_response_future` builds it, the host from the session's own
     load-balancing policy (token-aware), a connection and stream id from that host's pool
-    (shard-aware on ScyllaDB), the answer taken by `_Request`. What the driver would retry on
-    another host is not retried here: it is the round's error, an outage to the caller, which
-    retries the whole round."""
+    (shard-aware on ScyllaDB), the answer taken by `_Request`. A connection that fails moves
+    the write to the next host, as the driver does; when none takes it, NoHostAvailable is the
+    round's error, an outage to the caller, which retries the whole round. Any other exception
+    (the message itself) is raised as it is: the batch's fault, for its isolation."""
 
     WRITTEN_FOR = "3.29.12"      # the scylla-driver whose internals this uses (its pool, connection, messages)
 
@@ -355,17 +358,19 @@ class _Direct:
                 connection, request_id = pool.borrow_connection(
                     timeout=2.0, routing_key=routing_key, keyspace=batch.keyspace, table=batch.table,
                     routing_token=token)
-            except Exception as exc:  # noqa: BLE001 - as the driver: this host is full or down, the next
+            except _CONNECTION_FAILURES as exc:      # this host is full or down: the next
                 errors[host] = exc
                 continue
             request = _Request(pool, connection, request_id, ok, failed)
             try:
                 connection.send_msg(message, request_id, cb=request.answer, encoder=self._handler.encode_message,
                                     decoder=self._handler.decode_message, result_metadata=None)
-            except Exception as exc:  # noqa: BLE001 - as the driver: this connection failed, the next host
-                errors[host] = exc
+            except BaseException as exc:
                 request.settled = True
                 pool.return_connection(connection)
+                if not isinstance(exc, _CONNECTION_FAILURES):
+                    raise                          # not the connection's: the same on every host
+                errors[host] = exc
                 continue
             return request
         raise NoHostAvailable("no CQL host could take the write", errors)

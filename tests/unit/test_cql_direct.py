@@ -139,7 +139,6 @@ def test_no_host_that_takes_the_write_is_no_host_available_an_outage() -> None:
     (WriteTimeoutErrorMessage(0x1100, "wt", {"consistency": 1, "required_responses": 1, "received_responses": 0,
                                              "write_type": 1}), TransientError),
     (OverloadedErrorMessage(0x1001, "overloaded", None), TransientError),
-    (ServerError(0x0000, "FSWriteError", None), TransientError),
     (PreparedQueryNotFound(0x2500, "unprepared", b"qid"), TransientError),
     (ConnectionShutdown("connection closed"), TransientError),
     (InvalidRequestException(0x2200, "Batch too large", None), PermanentError),
@@ -151,6 +150,25 @@ def test_each_answer_is_an_outage_or_the_events_fault(response: Any, kind: type)
     (error,) = outcome.errors
     assert isinstance(_classified(error), kind)
     assert pool.returned == [(pool.connection, False)]
+
+
+@pytest.mark.parametrize("response", [ServerError(0x0000, "java.lang.AssertionError", None),
+                                      UnauthorizedErrorMessage(0x2100, "no", None)])
+def test_a_server_error_is_left_to_the_batch_isolation_never_retried_as_an_outage(response: Any) -> None:
+    pool, outcome = Pool(), Outcome()
+    request = _Direct(session({"a": pool})).send(batch(), outcome.ok, outcome.failed)
+    pool.connection.answer(request.request_id, response)
+    (error,) = outcome.errors
+    assert not isinstance(error, (*cql_module._TRANSIENT, InvalidRequest))
+
+
+def test_a_message_that_cannot_be_sent_is_raised_as_it_is_not_taken_for_an_outage() -> None:
+    pool = Pool()
+    pool.connection.refuse = TypeError("an int where bytes belong")
+    outcome = Outcome()
+    with pytest.raises(TypeError):
+        _Direct(session({"a": pool, "b": Pool()})).send(batch(), outcome.ok, outcome.failed)
+    assert pool.returned == [(pool.connection, False)], "its stream given back"
 
 
 def test_an_answer_not_foreseen_is_left_to_the_batch_isolation() -> None:
