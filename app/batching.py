@@ -203,11 +203,12 @@ async def _current(app: Any, events: Sequence[EventT]) -> Sequence[EventT]:
         await asyncio.sleep(0.05)
     generation = app.consumer_generation_id
     again = app.consumer.fetched_again(event.message for event in events)      # repair (9)
-    current = [event for event in events
-               if event.message.generation_id == generation and id(event.message) not in again]
-    if len(current) < len(events):
-        kept = {id(event) for event in current}
-        dropped = [event for event in events if id(event) not in kept]
+    current: list[EventT] = []
+    dropped: list[EventT] = []
+    for event in events:
+        fresh = event.message.generation_id == generation and id(event.message) not in again
+        (current if fresh else dropped).append(event)
+    if dropped:
         log.info("%d events taken before a rebalance not processed (fetched again from the commit point): %s",
                  len(dropped), sorted({f"{e.message.topic}[{e.message.partition}]" for e in dropped}))
         metrics.batch_dropped_at_rebalance(dropped)

@@ -308,7 +308,6 @@ class Consumer(driver.Consumer):
 
     async def _held_back(self, records: AsyncIterator[Tuple[TP, Message]]) -> AsyncIterator[Tuple[TP, Message]]:
         rewinds, handed_over = self._rewinds, self._handed_over
-        rebalancing = lambda: self.app.rebalancing     # noqa: E731
         stale: dict[TP, int] = {}
         try:
             async for tp, message in records:
@@ -321,7 +320,7 @@ class Consumer(driver.Consumer):
                         del rewinds[tp]
                     else:
                         continue      # fetched before the rewind: Kafka sends it again after the target
-                if rebalancing() and self._repositioned(tp):
+                if self.app.rebalancing and self._repositioned(tp):
                     handed_over[message] = self._seeks
                 yield tp, message
         finally:
