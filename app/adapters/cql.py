@@ -4,20 +4,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import struct
 import threading
 from importlib.resources.abc import Traversable
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import cassandra
-from cassandra import DriverException, InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra import DriverException, InvalidRequest, ProtocolVersion, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
 from cassandra.connection import ConnectionException
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.pool import NoConnectionsAvailable
-from cassandra.protocol import (BatchMessage, ErrorMessage, IsBootstrappingErrorMessage, OverloadedErrorMessage,
-                                PreparedQueryNotFound, ResultMessage)
-from cassandra.query import BatchStatement, PreparedStatement
+from cassandra.protocol import (ErrorMessage, IsBootstrappingErrorMessage, OverloadedErrorMessage,
+                                PreparedQueryNotFound, ResultMessage, _MessageType)
+from cassandra.query import BatchType, PreparedStatement
 
 from app import assets
 from app.adapters import Adapter
@@ -93,6 +94,12 @@ class Cql(Adapter):
         """Run a prepared statement for each row concurrently (bounded), all or an exception."""
         await self.execute_all((statement, row) for row in rows)
 
+    @property
+    def sends_encoded_batches(self) -> bool:
+        """Whether `execute_all` takes EncodedBatch statements (the session connected, with the
+        direct writes on); otherwise only what the driver's `execute_async` takes."""
+        return self._direct is not None
+
     async def execute_all(self, calls: Iterable[tuple[Any, Sequence[Any]]]) -> None:
         """Run (statement, params) pairs concurrently, at most `cql_concurrency` in flight; all
         succeed or one exception is raised, a transient one first (the caller retries them all).
@@ -101,8 +108,8 @@ class Cql(Adapter):
         A `_Round` of the driver's own: each statement sent without a request timeout (the
         driver then arms no libev timer per request, which wakes its I/O thread), the next one
         sent from the driver's callback of the last (as cassandra.concurrent does), and the
-        event loop woken once, when all are settled; a batch of prepared statements (the history
-        rows) goes straight to a pooled connection (`_Direct`). The timeout is kept per round: no
+        event loop woken once, when all are settled; an EncodedBatch (the history rows, when
+        `sends_encoded_batches`) goes straight to a pooled connection (`_Direct`). The timeout is kept per round: no
         answer to any of its statements for `cql_timeout_s` is an outage (OperationTimedOut), as
         a request's own timeout was. A statement the server no longer knows (PreparedQueryNotFound:
         a server restarted without its prepared cache) is an outage after which the statements
@@ -242,7 +249,9 @@ class _Round:
             self._unsettled += 1
         statement, params = call
         try:
-            if self._direct is not None and not params and self._direct.takes(statement):
+            if type(statement) is EncodedBatch:
+                if self._direct is None:
+                    raise RuntimeError("an EncodedBatch needs the direct writes (Cql.sends_encoded_batches)")
                 self._sent.append(self._direct.send(statement, self._ok, self._failed))
                 return True
             future: ResponseFuture = self._session.execute_async(statement, params, timeout=None)
@@ -295,16 +304,79 @@ class _Round:
             self._session.cluster.connection_class.create_timer(0, future._on_timeout)
 
 
+_UINT16 = struct.Struct(">H")
+_INT32 = struct.Struct(">i")
+_INT64 = struct.Struct(">q")
+_BATCH_HEAD = struct.Struct(">BH")
+NULL_VALUE = _INT32.pack(-1)           # a value of a BATCH message: its length, -1 for null
+value_length = _INT32.pack             # ... then the value's bytes (protocol v4/v5, [bytes])
+
+
+def statement_head(statement: PreparedStatement, values: int) -> bytes:
+    """How a BATCH message starts one of its statements: prepared (kind 1), its query id, its
+    count of values; the values follow, each `value_length(len(v)) + v` or NULL_VALUE."""
+    query_id = statement.query_id
+    return b"\x01" + _UINT16.pack(len(query_id)) + query_id + _UINT16.pack(values)
+
+
+class EncodedBatch:
+    """An UNLOGGED batch of one table's rows, each already in a BATCH message's form
+    (`statement_head` + its values): what `_Direct` sends as it is, with no BatchStatement,
+    BoundStatement or value list in between. Routed as the driver routes a batch: by its first
+    row's partition key (the attributes the load-balancing policy reads are here)."""
+
+    __slots__ = ("statements", "count", "routing_key", "keyspace", "table")
+    consistency_level = None           # the session's default, as for the driver's batches
+    serial_consistency_level = None
+
+    def __init__(self, statements: bytes, count: int, routing_key: Optional[bytes], keyspace: str,
+                 table: str) -> None:
+        self.statements, self.count = statements, count
+        self.routing_key, self.keyspace, self.table = routing_key, keyspace, table
+
+    @staticmethod
+    def is_lwt() -> bool:
+        return False
+
+
+class _EncodedBatchMessage(_MessageType):
+    """The BATCH request of an EncodedBatch, written as the driver's BatchMessage writes its body
+    (tests/unit/test_history.py compares the two to the byte). Its name starts with `_` so that
+    the driver does not register it in place of its own BatchMessage."""
+
+    opcode = 0x0D
+    name = "BATCH"
+
+    def __init__(self, batch: EncodedBatch, consistency: int, serial: Optional[int],
+                 timestamp: Optional[int]) -> None:
+        self.batch, self.consistency, self.serial, self.timestamp = batch, consistency, serial, timestamp
+
+    def send_body(self, f: Any, protocol_version: int, protocol_features: Any = None) -> None:
+        f.write(_BATCH_HEAD.pack(BatchType.UNLOGGED.value, self.batch.count))
+        f.write(self.batch.statements)
+        flags = (0x10 if self.serial else 0) | (0x20 if self.timestamp is not None else 0)
+        f.write(_UINT16.pack(self.consistency))
+        if ProtocolVersion.uses_int_query_flags(protocol_version):
+            f.write(_INT32.pack(flags))
+        else:
+            f.write(bytes((flags,)))
+        if self.serial:
+            f.write(_UINT16.pack(self.serial))
+        if self.timestamp is not None:
+            f.write(_INT64.pack(self.timestamp))
+
+
 class _Direct:
-    """A BATCH of prepared statements (the history rows) sent as the driver sends it, without
-    its ResponseFuture per request (events, locks, retry and paging machinery: most of a
-    write's client CPU, bench/results/cql-send.txt): the message built as
-    `Session._create_response_future` builds it, the host from the session's own
-    load-balancing policy (token-aware), a connection and stream id from that host's pool
-    (shard-aware on ScyllaDB), the answer taken by `_Request`. A connection that fails moves
-    the write to the next host, as the driver does; when none takes it, NoHostAvailable is the
-    round's error, an outage to the caller, which retries the whole round. Any other exception
-    (the message itself) is raised as it is: the batch's fault, for its isolation."""
+    """An EncodedBatch (the history rows) sent as the driver sends a request, without its
+    ResponseFuture per request (events, locks, retry and paging machinery: most of a write's
+    client CPU, bench/results/cql-send.txt): the message as `Session._create_response_future`
+    would make it (consistency, serial consistency, client timestamp), the host from the
+    session's own load-balancing policy (token-aware), a connection and stream id from that
+    host's pool (shard-aware on ScyllaDB), the answer taken by `_Request`. A connection that
+    fails moves the write to the next host, as the driver does; when none takes it,
+    NoHostAvailable is the round's error, an outage to the caller, which retries the whole
+    round. Any other exception (the message itself) is raised as it is: the batch's fault, for
+    its isolation."""
 
     WRITTEN_FOR = "3.29.12"      # the scylla-driver whose internals this uses (its pool, connection, messages)
 
@@ -331,19 +403,11 @@ class _Direct:
         self._handler = session.client_protocol_handler
         self._metadata = cluster.metadata
 
-    @staticmethod
-    def takes(statement: Any) -> bool:
-        return (type(statement) is BatchStatement and not statement.custom_payload
-                and all(prepared for prepared, _, _ in statement._statements_and_parameters))
-
-    def send(self, batch: BatchStatement, ok: Callable[[Any], None],
+    def send(self, batch: EncodedBatch, ok: Callable[[Any], None],
              failed: Callable[[BaseException, Any], None]) -> "_Request":
         """Sent on the first host of the query plan that takes it; raises NoHostAvailable."""
-        message = BatchMessage(
-            batch.batch_type, batch._statements_and_parameters,
-            batch.consistency_level if batch.consistency_level is not None else self._consistency,
-            batch.serial_consistency_level if batch.serial_consistency_level is not None else self._serial,
-            self._timestamps() if self._timestamps is not None else None)
+        message = _EncodedBatchMessage(batch, self._consistency, self._serial,
+                                       self._timestamps() if self._timestamps is not None else None)
         routing_key, token = batch.routing_key, None
         if routing_key is not None:
             token_map = self._metadata.token_map

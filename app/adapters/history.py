@@ -11,7 +11,7 @@ from cassandra.cqltypes import DateType
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from app import metrics
-from app.adapters.cql import Cql
+from app.adapters.cql import NULL_VALUE, Cql, EncodedBatch, statement_head, value_length
 from app.adapters.rows import HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, HistoryRow
 
 
@@ -31,17 +31,16 @@ class HistoryStore:
         size = self.cql.settings.cql_batch_rows
         by_account = await self.cql.prepare(HISTORY_BY_ACCOUNT.insert(self.cql.keyspace))
         by_event = await self.cql.prepare(HISTORY_BY_EVENT.insert(self.cql.keyspace))
-        if self._encoder is None or self._encoder.statements != (by_account, by_event):
-            self._encoder = HistoryEncoder.of(by_account, by_event)
+        if self.cql.sends_encoded_batches:
+            if self._encoder is None or self._encoder.statements != (by_account, by_event):
+                self._encoder = HistoryEncoder.of(by_account, by_event)
+            if self._encoder is not None:
+                await self.cql.execute_all((batch, ()) for batch in self._encoder.batches(rows, size))
+                return
         calls: list[tuple[Any, Sequence[Any]]] = []
-        if self._encoder is not None:
-            for statement, values in self._encoder.encode(rows):
-                calls.extend((self._encoder.batch(statement, values[i:i + size]), ())
-                             for i in range(0, len(values), size))
-        else:
-            for table, statement in ((HISTORY_BY_ACCOUNT, by_account), (HISTORY_BY_EVENT, by_event)):
-                params = [table.params(row) for row in rows]
-                calls.extend((_unlogged(statement, params[i:i + size]), ()) for i in range(0, len(params), size))
+        for table, statement in ((HISTORY_BY_ACCOUNT, by_account), (HISTORY_BY_EVENT, by_event)):
+            params = [table.params(row) for row in rows]
+            calls.extend((_unlogged(statement, params[i:i + size]), ()) for i in range(0, len(params), size))
         await self.cql.execute_all(calls)
 
     @metrics.timed(metrics.cql_seconds, "account_history")
@@ -73,11 +72,12 @@ class HistoryStore:
 class HistoryEncoder:
     """A history row's values serialized once for both tables (history_by_event's columns are
     a subset of history_by_account's, of the same types) with the driver's own serializers,
-    and put in the UNLOGGED batch as the driver's `BatchStatement.add` does after its `bind`:
-    that bind serialized the shared columns twice and made a BoundStatement (and a ColDesc per
-    value) per row. `of` returns None (the driver's own path is used) for any statement this
-    does not know to encode exactly as `bind` would: a column encryption policy, a lightweight
-    transaction, a partition key of several columns, a column list other than the tables'."""
+    and written once in a BATCH message's form (app/adapters/cql.py `EncodedBatch`): the
+    driver's path binds each row twice (serializing the shared columns twice, a BoundStatement
+    and a ColDesc per row) and then writes every value again into the message. `of` returns
+    None (the driver's own path is used) for any statement this does not know to encode exactly
+    as the driver would: a column encryption policy, a lightweight transaction, a partition key
+    of several columns, a column list other than the tables'."""
 
     def __init__(self, statements: tuple[PreparedStatement, PreparedStatement],
                  serializers: list[Callable[[Any, int], bytes]], event_columns: list[int]) -> None:
@@ -85,7 +85,11 @@ class HistoryEncoder:
         self._serializers = serializers
         self._event_columns = event_columns
         self._protocol = statements[0].protocol_version
-        self._routing = {id(s): (s.routing_key_indexes[0], s.column_metadata[0].keyspace_name) for s in statements}
+        by_account, by_event = statements
+        self._heads = (statement_head(by_account, len(serializers)), statement_head(by_event, len(event_columns)))
+        # each table's partition key, as an index into the row's values
+        self._keys = (by_account.routing_key_indexes[0], event_columns[by_event.routing_key_indexes[0]])
+        self._names = tuple((s.column_metadata[0].keyspace_name, s.column_metadata[0].table_name) for s in statements)
 
     @classmethod
     def of(cls, by_account: PreparedStatement, by_event: PreparedStatement) -> Optional["HistoryEncoder"]:
@@ -104,23 +108,30 @@ class HistoryEncoder:
         return cls((by_account, by_event), serializers,
                    [HistoryRow._fields.index(c) for c in HISTORY_BY_EVENT.columns])
 
-    def encode(self, rows: Sequence[HistoryRow]) -> list[tuple[PreparedStatement, list[list[Any]]]]:
-        """Per table, its statement and the serialized values of each row."""
-        protocol, serializers = self._protocol, self._serializers
-        by_account = [[None if value is None else serialize(value, protocol)
-                       for serialize, value in zip(serializers, row, strict=True)] for row in rows]
-        pick = self._event_columns
-        by_event = [[values[i] for i in pick] for values in by_account]
-        return [(self.statements[0], by_account), (self.statements[1], by_event)]
-
-    def batch(self, statement: PreparedStatement, values: Sequence[list[Any]]) -> BatchStatement:
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        query_id = statement.query_id
-        batch._statements_and_parameters.extend((True, query_id, v) for v in values)
-        # as BatchStatement.add: the batch is routed by its first statement's partition key
-        index, batch.keyspace = self._routing[id(statement)]
-        batch.routing_key = values[0][index]
-        return batch
+    def batches(self, rows: Sequence[HistoryRow], size: int) -> list[EncodedBatch]:
+        """The rows of each table in UNLOGGED batches of `size`, each routed by its first row."""
+        protocol, serializers, pick = self._protocol, self._serializers, self._event_columns
+        head_account, head_event = self._heads
+        key_account, key_event = self._keys
+        null, length = NULL_VALUE, value_length
+        account: list[bytes] = []
+        event: list[bytes] = []
+        account_keys: list[Optional[bytes]] = []
+        event_keys: list[Optional[bytes]] = []
+        for row in rows:
+            values = [None if value is None else serialize(value, protocol)
+                      for serialize, value in zip(serializers, row, strict=True)]
+            written = [null if v is None else length(len(v)) + v for v in values]
+            account.append(head_account + b"".join(written))
+            event.append(head_event + b"".join([written[i] for i in pick]))
+            account_keys.append(values[key_account])
+            event_keys.append(values[key_event])
+        out: list[EncodedBatch] = []
+        for statements, keys, (keyspace, table) in ((account, account_keys, self._names[0]),
+                                                    (event, event_keys, self._names[1])):
+            out.extend(EncodedBatch(b"".join(statements[i:i + size]), len(statements[i:i + size]), keys[i],
+                                    keyspace, table) for i in range(0, len(statements), size))
+        return out
 
 
 def _timestamp(value: Any, protocol: int) -> bytes:

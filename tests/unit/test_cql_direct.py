@@ -17,10 +17,8 @@ from cassandra.pool import NoConnectionsAvailable
 from cassandra.protocol import (RESULT_KIND_VOID, InvalidRequestException, OverloadedErrorMessage,
                                 PreparedQueryNotFound, ResultMessage, ServerError, UnauthorizedErrorMessage,
                                 WriteTimeoutErrorMessage)
-from cassandra.query import BatchStatement, BatchType
-
 from app.adapters import cql as cql_module
-from app.adapters.cql import Cql, _classified, _Direct
+from app.adapters.cql import Cql, EncodedBatch, _classified, _Direct, _Round
 from app.settings import Settings
 from domain.errors import PermanentError, TransientError
 
@@ -83,11 +81,8 @@ def session(pools: dict[str, Pool]) -> Any:
                            client_protocol_handler=handler)
 
 
-def batch() -> BatchStatement:
-    b = BatchStatement(batch_type=BatchType.UNLOGGED)
-    b._statements_and_parameters.extend([(True, b"qid", [b"a"]), (True, b"qid", [b"b"])])
-    b.routing_key, b.keyspace = b"a", "ks"
-    return b
+def batch() -> EncodedBatch:
+    return EncodedBatch(b"<two statements>", 2, b"a", "ks", "history_by_event")
 
 
 class Outcome:
@@ -102,22 +97,24 @@ class Outcome:
         self.errors.append(exc)
 
 
-def test_only_batches_of_prepared_statements_go_direct() -> None:
-    assert _Direct.takes(batch())
-    unprepared = BatchStatement()
-    unprepared._statements_and_parameters.append((False, "INSERT ...", []))
-    assert not _Direct.takes(unprepared)
-    assert not _Direct.takes("SELECT 1")
+def test_an_encoded_batch_without_the_direct_path_is_the_rounds_error_not_a_driver_call() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        round_ = _Round(object(), [(batch(), ())], 4, loop, direct=None)      # type: ignore[arg-type]
+        assert round_._send_next() is False
+        assert [type(e) for e in round_.errors] == [RuntimeError]
+    finally:
+        loop.close()
 
 
 def test_a_write_goes_to_the_first_host_that_takes_it_and_its_answer_gives_the_stream_back_once() -> None:
     full, free = Pool(full=True), Pool()
     outcome = Outcome()
-    request = _Direct(session({"a": full, "b": free})).send(batch(), outcome.ok, outcome.failed)
+    batch_ = batch()
+    request = _Direct(session({"a": full, "b": free})).send(batch_, outcome.ok, outcome.failed)
     (message, request_id), = free.connection.sent
-    assert (message.batch_type, message.consistency_level, message.timestamp) == (BatchType.UNLOGGED, 1, 1234)
-    assert [q[2] for q in message.queries] == [[b"a"], [b"b"]]
-    assert free.routing == [{"routing_key": b"a", "keyspace": "ks", "table": None, "routing_token": None}]
+    assert (message.batch, message.consistency, message.serial, message.timestamp) == (batch_, 1, None, 1234)
+    assert free.routing == [{"routing_key": b"a", "keyspace": "ks", "table": "history_by_event", "routing_token": None}]
     free.connection.answer(request_id, ResultMessage(RESULT_KIND_VOID))
     request.answer(ResultMessage(RESULT_KIND_VOID))          # a second settlement changes nothing
     assert outcome.oks == [None] and outcome.errors == []

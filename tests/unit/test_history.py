@@ -1,15 +1,19 @@
-"""The history's own encoding (app/adapters/history.py) makes the very batches the driver's
-BatchStatement.add makes, without a server: prepared statements built from column types."""
+"""The history's own encoding (app/adapters/history.py, app/adapters/cql.py `EncodedBatch`)
+writes the very BATCH requests the driver writes for its BatchStatement of bound rows, to the
+byte, without a server: prepared statements built from column types."""
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from cassandra import cqltypes
-from cassandra.protocol import ColumnMetadata
+import pytest
+from cassandra import ConsistencyLevel, cqltypes
+from cassandra.protocol import BatchMessage, ColumnMetadata, ProtocolHandler
 from cassandra.query import PreparedStatement
 
+from app.adapters.cql import _EncodedBatchMessage
 from app.adapters.history import HistoryEncoder, _unlogged
 from app.adapters.rows import HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT, HistoryRow, Table
 
@@ -38,17 +42,32 @@ def rows() -> list[HistoryRow]:
             for i in range(10)]
 
 
-def test_the_batches_are_the_drivers_to_the_byte() -> None:
+@pytest.mark.parametrize("protocol", [4, 5])
+@pytest.mark.parametrize("serial, timestamp", [(None, 1_700_000_000_123_456), (ConsistencyLevel.LOCAL_SERIAL, None)])
+def test_the_requests_are_the_drivers_to_the_byte(protocol: int, serial: Any, timestamp: Any) -> None:
     by_account, by_event = prepared(HISTORY_BY_ACCOUNT), prepared(HISTORY_BY_EVENT)
     encoder = HistoryEncoder.of(by_account, by_event)
     assert encoder is not None
-    encoded = encoder.encode(rows())
-    for (statement, values), table in zip(encoded, (HISTORY_BY_ACCOUNT, HISTORY_BY_EVENT), strict=True):
-        ours = encoder.batch(statement, values)
-        drivers = _unlogged(statement, [table.params(r) for r in rows()])
-        assert ours._statements_and_parameters == drivers._statements_and_parameters
-        assert (ours.routing_key, ours.keyspace, ours.batch_type) == (drivers.routing_key, drivers.keyspace,
-                                                                       drivers.batch_type)
+    ours = encoder.batches(rows(), 4)
+    assert [b.count for b in ours] == [4, 4, 2, 4, 4, 2]
+    expected = [(statement, table, rows()[i:i + 4]) for statement, table in ((by_account, HISTORY_BY_ACCOUNT),
+                                                                             (by_event, HISTORY_BY_EVENT))
+                for i in (0, 4, 8)]
+    for batch, (statement, table, chunk) in zip(ours, expected, strict=True):
+        drivers = _unlogged(statement, [table.params(r) for r in chunk])
+        assert (batch.routing_key, batch.keyspace, batch.table) == (drivers.routing_key, "ks", table.name)
+        theirs = BatchMessage(drivers.batch_type, drivers._statements_and_parameters, ConsistencyLevel.LOCAL_QUORUM,
+                              serial, timestamp)
+        mine = _EncodedBatchMessage(batch, ConsistencyLevel.LOCAL_QUORUM, serial, timestamp)
+        if protocol == 4:        # the whole frame, as the connection sends it
+            frames = [ProtocolHandler.encode_message(m, 7, protocol, None, False, None) for m in (theirs, mine)]
+        else:                    # v5 frames are written in segments by the connection: the body
+            frames = []
+            for m in (theirs, mine):
+                body = io.BytesIO()
+                m.send_body(body, protocol)
+                frames.append(body.getvalue())
+        assert frames[0] == frames[1]
 
 
 def test_a_statement_it_does_not_know_leaves_the_drivers_path() -> None:
