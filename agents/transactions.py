@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Protocol, Sequence, Union
+from typing import Any, Awaitable, Callable, List, Mapping, MutableMapping, Optional, Protocol, Sequence, Union
 
 from faust import StreamT
 from faust.types import EventT
@@ -82,9 +82,14 @@ def parse(value: Optional[bytes], avro: Optional[AvroDecoder] = None, *, rules: 
         return internal_error(Stage.DECODE, exc)
 
 
-def _enriched(tx: Transaction, cache: MutableMapping[str, Any]) -> Outcome:
+def _enriched(tx: Transaction, entries: Mapping[str, Any]) -> Outcome:
     try:
-        return enrich(tx, cache[tx.account_id])
+        entry = entries.get(tx.account_id)
+        if entry is None:              # not even a negative entry: the cache could not be written
+            raise KeyError(tx.account_id)
+        if isinstance(entry, _Unreadable):
+            raise entry.error
+        return enrich(tx, entry)
     except PermanentError as err:
         return err
     except Exception as exc:  # noqa: BLE001 - isolated to this event
@@ -101,10 +106,10 @@ async def process_batch(events: Sequence[EventT], *, deps: Collaborators) -> Non
             await retry_transient(lambda: deps.avro.prefetch(values), what="Schema Registry")
     parsed = [parse(value, deps.avro.decode, rules=deps.settings.time_rules, now=now) for value in values]
     with stage(Stage.ENRICH):
-        await refresh_cache(deps, {tx.account_id for tx in parsed if isinstance(tx, Transaction)},
-                            replayed={tx.account_id for event, tx in zip(events, parsed, strict=True)
-                                      if isinstance(tx, Transaction) and is_replay(event)})
-    outcomes: List[Outcome] = [_enriched(item, deps.cache) if isinstance(item, Transaction) else item
+        entries = await refresh_cache(deps, {tx.account_id for tx in parsed if isinstance(tx, Transaction)},
+                                      replayed={tx.account_id for event, tx in zip(events, parsed, strict=True)
+                                                if isinstance(tx, Transaction) and is_replay(event)})
+    outcomes: List[Outcome] = [_enriched(item, entries) if isinstance(item, Transaction) else item
                                for item in parsed]
     bodies = [_serialized(event, outcome, deps.outputs) for event, outcome in zip(events, outcomes, strict=True)]
     outcomes = [body if isinstance(body, PermanentError) else outcome for outcome, body in zip(outcomes, bodies,
@@ -147,17 +152,22 @@ async def dead_letter(event: EventT, error: PermanentError, *, deps: Collaborato
 
 
 async def refresh_cache(deps: Collaborators, account_ids: set[str],
-                        replayed: frozenset[str] | set[str] = frozenset()) -> None:
+                        replayed: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     """Fetch the accounts the cache lacks or holds stale, in one query for the batch;
-    `replayed`: accounts of replayed events, for which "unknown" is asked again."""
+    `replayed`: accounts of replayed events, for which "unknown" is asked again. Returns each
+    account's cache entry as it is now (None: none): the table is read once per account and
+    batch (a read of a faust Table goes through its sensors, and with RocksDB decodes the
+    stored JSON each time), not once per event."""
     now = time.time()
     settings_ = deps.settings
-    missing = sorted(a for a in account_ids
-                     if not is_fresh(deps.cache.get(a), now, settings_.cache_ttl_s,
-                                     settings_.cache_negative_ttl_s, replayed=a in replayed))
+    entries = _entries(deps.cache, account_ids)
+    missing = sorted(a for a, entry in entries.items()
+                     if not isinstance(entry, _Unreadable)
+                     and not is_fresh(entry, now, settings_.cache_ttl_s, settings_.cache_negative_ttl_s,
+                                      replayed=a in replayed))
     metrics.cache_lookups(hits=len(account_ids) - len(missing), misses=len(missing))
     if not missing:
-        return
+        return entries
     found = await retry_transient(lambda: deps.accounts.get_accounts(missing), what="PostgreSQL (accounts)")
     changed = deps.recent_changes.changed_since(missing, now) if deps.recent_changes else []
     if changed:       # changed while we fetched, and maybe not in the rows we got: once more
@@ -174,6 +184,25 @@ async def refresh_cache(deps: Collaborators, account_ids: set[str],
         entry = fetched_entry(deps.cache.get(account_id), cache_entry(found.get(account_id), now), now)
         if entry is not None:
             deps.cache[account_id] = entry
+    # read again after the awaits: a change (agents/account_changes.py) may have come meanwhile
+    return _entries(deps.cache, account_ids)
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    error: Exception
+
+
+def _entries(cache: MutableMapping[str, Any], account_ids: set[str]) -> dict[str, Any]:
+    """Each account's cache entry (None: none); one that cannot be read (a stored value that no
+    longer decodes) is its events' fault, as `_Unreadable`, not the batch's."""
+    entries: dict[str, Any] = {}
+    for account_id in account_ids:
+        try:
+            entries[account_id] = cache.get(account_id)
+        except Exception as exc:  # noqa: BLE001 - isolated to this account's events (_enriched)
+            entries[account_id] = _Unreadable(exc)
+    return entries
 
 
 def is_replay(event: EventT) -> bool:

@@ -10,7 +10,8 @@ from importlib.resources.abc import Traversable
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import cassandra
-from cassandra import DriverException, InvalidRequest, ProtocolVersion, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra import (DriverException, InvalidRequest, OperationTimedOut, ProtocolVersion, ReadTimeout, Unavailable,
+                       WriteTimeout)
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
 from cassandra.connection import ConnectionException

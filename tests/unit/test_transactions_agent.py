@@ -110,10 +110,18 @@ def test_an_outage_of_postgres_waits_and_dead_letters_nothing() -> None:
 
 def test_an_event_whose_enrichment_raises_is_isolated_as_internal_error() -> None:
     class Poisoned(dict):                                   # type: ignore[type-arg]
+        """A stored entry that no longer decodes; `get` reads through `__getitem__`, as a faust
+        Table's (a Mapping) does."""
         def __getitem__(self, key: str) -> Any:
             if key == "acc-000007":
                 raise OverflowError("date value out of range")
             return super().__getitem__(key)
+
+        def get(self, key: str, default: Any = None) -> Any:
+            try:
+                return self[key]
+            except KeyError:
+                return default
 
     data = [s for s in samples(40, bad_ratio=0.0, accounts=100, seed=7)]
     data[3] = dataclasses.replace(data[3], value=orjson.dumps({**decode(data[3].value), "accountId": "acc-000007"}))
