@@ -20,9 +20,10 @@ from app.kafka_security import broker_credentials, check_broker_access
 from app.logs import apply_level, logging_config
 from app.retry import in_outage
 from app.settings import load_or_exit
-from app.tuning import WORKER_TUNING
+from app.tuning import WORKER_TUNING, RawSchema
 
 settings = load_or_exit()
+
 
 
 class App(faust.App):
@@ -80,8 +81,9 @@ class App(faust.App):
         """A topic of the app, declared (with its partition count) at start when missing.
         Values stay bytes: decoding is the pipeline's first stage, so that bad bytes can be
         dead-lettered exactly as they arrived instead of crashing the deserializer."""
-        topic = self.topic(*names, key_type=bytes, value_type=bytes, value_serializer="raw",
-                           key_serializer="raw", partitions=settings.topic_partitions, internal=True)
+        topic = self.topic(*names, schema=RawSchema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                                                    value_serializer="raw"),
+                           partitions=settings.topic_partitions, internal=True)
         self.raw_topics.append(topic)
         return topic
 

@@ -23,7 +23,7 @@ from mode.utils.objects import cached_property
 
 from app.faust_repairs.consumer import FlowControl, Transport
 from app.settings import load_or_exit
-from app.tuning import WORKER_TUNING
+from app.tuning import WORKER_TUNING, RawSchema
 
 BATCH, WITHIN = 500, float(os.environ.get("BENCH_BATCH_WAIT_S", "0.05"))   # as the pipeline's agent
 
@@ -52,8 +52,8 @@ app = AppClass(
     topic_allow_declare=False,
     **WORKER_TUNING,                       # as app.main
 )
-source = app.topic(os.environ["BENCH_SRC"], key_type=bytes, value_type=bytes,
-                   key_serializer="raw", value_serializer="raw")
+source = app.topic(os.environ["BENCH_SRC"], schema=RawSchema(key_type=bytes, value_type=bytes,     # as app.main
+                                                           key_serializer="raw", value_serializer="raw"))
 DESTINATION = os.environ["BENCH_DST"]
 
 
