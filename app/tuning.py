@@ -3,9 +3,26 @@ and the benchmark's bare faust worker (bench/faust_ceiling.py) too, so that the 
 the same machinery."""
 from __future__ import annotations
 
-from typing import Any
+import functools
+import random
+from typing import Any, Optional, Sequence
 
 import faust
+from aiokafka.partitioner import murmur2
+
+_hash_of_key = functools.lru_cache(maxsize=1 << 16)(murmur2)     # keys repeat: accounts, orders
+
+
+def key_partitioner(key: Optional[bytes], all_partitions: Sequence[int], available: Sequence[int]) -> int:
+    """aiokafka's DefaultPartitioner (the Java client's: murmur2 of the key bytes, positive, modulo
+    the partition count; no key: a random available partition), with the hash of a key
+    remembered: aiokafka computes it in Python, byte by byte, for every message (sinks, dead
+    letters, table changelogs)."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    hashed = _hash_of_key(key) if type(key) is bytes else murmur2(key)
+    return all_partitions[(hashed & 0x7FFFFFFF) % len(all_partitions)]
+
 
 WORKER_TUNING: dict[str, Any] = dict(
     # Batches are the unit of work; let the consumer hand them over whole.
@@ -16,6 +33,7 @@ WORKER_TUNING: dict[str, Any] = dict(
     # Shutdown and rebalance must not wait for unacked events (they may be waiting out a
     # database outage): whatever was not acked is consumed again, and every sink is idempotent.
     stream_wait_empty=False,
+    producer_partitioner=key_partitioner,
 )
 
 
