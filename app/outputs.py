@@ -69,8 +69,9 @@ class Outputs:
     does not fit in a dead letter."""
 
     def __init__(self, send: Send, *, dead_letter_topic: str, max_bytes: int,
-                 payloads: Optional[PayloadStore] = None) -> None:
+                 payloads: Optional[PayloadStore] = None, send_now: Callable[[], None] = lambda: None) -> None:
         self._send = send
+        self._send_now = send_now
         self.dead_letter_topic = dead_letter_topic
         self.max_bytes = max_bytes - REQUEST_OVERHEAD
         self.payloads = payloads
@@ -135,9 +136,12 @@ class Outputs:
             _reraise(exc)
             raise
 
-    @staticmethod
-    async def delivered(pending: Sequence[Awaitable[Any]]) -> None:
-        """Wait until every queued output is on the broker; a failure raises as_outage_or_refusal."""
+    async def delivered(self, pending: Sequence[Awaitable[Any]]) -> None:
+        """Wait until every queued output is on the broker; a failure raises as_outage_or_refusal.
+        The caller has queued all it will: `send_now` lets the producer send what it holds without
+        waiting out its linger (nothing more of this batch is coming to fill it)."""
+        if pending:
+            self._send_now()
         try:
             await asyncio.gather(*pending)
         except asyncio.CancelledError:

@@ -72,7 +72,7 @@ if os.environ.get("LTRACE"):
     batching.batches = batches  # type: ignore[assignment]
 
     # Inside `process`: the history write and the wait for the outputs' delivery, per batch.
-    import app.adapters.cql as cql
+    import app.adapters.history as history
     import app.outputs as outputs
 
     def timed(name: str, fn: Any) -> Any:
@@ -85,5 +85,5 @@ if os.environ.get("LTRACE"):
                     out.write(f"{name} {t0:.6f} {time.time() - t0:.6f}\n")
         return wrapper
 
-    cql.Cql.record_history = timed("history", cql.Cql.record_history)  # type: ignore[method-assign]
-    outputs.Outputs.delivered = staticmethod(timed("delivered", outputs.Outputs.delivered))  # type: ignore
+    history.HistoryStore.record_history = timed("history", history.HistoryStore.record_history)  # type: ignore[method-assign]
+    outputs.Outputs.delivered = timed("delivered", outputs.Outputs.delivered)  # type: ignore[method-assign]
