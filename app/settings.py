@@ -216,9 +216,10 @@ class Settings:
     cql_batch_rows: int = setting(8, _positive_int, "History rows per UNLOGGED batch request to the CQL server "
                                   "(8 rows stay under Cassandra's 5 KB batch warning).")
     cql_timeout_s: float = setting(10.0, _float, "CQL request timeout, in seconds.")
-    cql_direct_writes: bool = setting(True, _bool, "History batches sent on the driver's pooled connections "
-                                      "without its per-request ResponseFuture (app/adapters/cql.py `_Direct`); "
-                                      "false: through `execute_async`.")
+    cql_direct_writes: bool = setting(True, _bool, "History batches written once in the protocol's form and sent "
+                                      "on the driver's pooled connections without its per-request ResponseFuture "
+                                      "(app/adapters/cql.py `EncodedBatch`, `_Direct`); false: the driver's "
+                                      "BatchStatement of bound rows through `execute_async`.")
     migrate_on_start: bool = setting(True, _bool, "Workers apply PostgreSQL/CQL migrations at start.")
     schema_registry_url: str = setting("http://127.0.0.1:18081/apis/ccompat/v7", _url("http", "https"),
                                        "Confluent-compatible Schema Registry base URL.", deployed=True)
