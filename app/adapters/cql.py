@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import struct
 import threading
 from importlib.resources.abc import Traversable
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -17,8 +16,11 @@ from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
 from cassandra.connection import ConnectionException
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.pool import NoConnectionsAvailable
-from cassandra.protocol import (ErrorMessage, IsBootstrappingErrorMessage, OverloadedErrorMessage,
-                                PreparedQueryNotFound, ResultMessage, _MessageType)
+from cassandra.marshal import int32_pack, uint16_pack
+from cassandra.protocol import (_PROTOCOL_TIMESTAMP_FLAG, _WITH_SERIAL_CONSISTENCY_FLAG, ErrorMessage,
+                                IsBootstrappingErrorMessage, OverloadedErrorMessage, PreparedQueryNotFound,
+                                ResultMessage, _MessageType, write_byte, write_consistency_level, write_int,
+                                write_long, write_short)
 from cassandra.query import BatchType, PreparedStatement
 
 from app import assets
@@ -305,19 +307,15 @@ class _Round:
             self._session.cluster.connection_class.create_timer(0, future._on_timeout)
 
 
-_UINT16 = struct.Struct(">H")
-_INT32 = struct.Struct(">i")
-_INT64 = struct.Struct(">q")
-_BATCH_HEAD = struct.Struct(">BH")
-NULL_VALUE = _INT32.pack(-1)           # a value of a BATCH message: its length, -1 for null
-value_length = _INT32.pack             # ... then the value's bytes (protocol v4/v5, [bytes])
+NULL_VALUE = int32_pack(-1)            # a value of a BATCH message: its length, -1 for null
+value_length = int32_pack              # ... then the value's bytes (protocol v4/v5, [bytes])
 
 
 def statement_head(statement: PreparedStatement, values: int) -> bytes:
     """How a BATCH message starts one of its statements: prepared (kind 1), its query id, its
     count of values; the values follow, each `value_length(len(v)) + v` or NULL_VALUE."""
     query_id = statement.query_id
-    return b"\x01" + _UINT16.pack(len(query_id)) + query_id + _UINT16.pack(values)
+    return b"\x01" + uint16_pack(len(query_id)) + query_id + uint16_pack(values)
 
 
 class EncodedBatch:
@@ -353,18 +351,17 @@ class _EncodedBatchMessage(_MessageType):
         self.batch, self.consistency, self.serial, self.timestamp = batch, consistency, serial, timestamp
 
     def send_body(self, f: Any, protocol_version: int, protocol_features: Any = None) -> None:
-        f.write(_BATCH_HEAD.pack(BatchType.UNLOGGED.value, self.batch.count))
+        write_byte(f, BatchType.UNLOGGED.value)
+        write_short(f, self.batch.count)
         f.write(self.batch.statements)
-        flags = (0x10 if self.serial else 0) | (0x20 if self.timestamp is not None else 0)
-        f.write(_UINT16.pack(self.consistency))
-        if ProtocolVersion.uses_int_query_flags(protocol_version):
-            f.write(_INT32.pack(flags))
-        else:
-            f.write(bytes((flags,)))
+        write_consistency_level(f, self.consistency)
+        flags = ((_WITH_SERIAL_CONSISTENCY_FLAG if self.serial else 0)
+                 | (_PROTOCOL_TIMESTAMP_FLAG if self.timestamp is not None else 0))
+        (write_int if ProtocolVersion.uses_int_query_flags(protocol_version) else write_byte)(f, flags)
         if self.serial:
-            f.write(_UINT16.pack(self.serial))
+            write_consistency_level(f, self.serial)
         if self.timestamp is not None:
-            f.write(_INT64.pack(self.timestamp))
+            write_long(f, self.timestamp)
 
 
 class _Direct:

@@ -3,11 +3,11 @@ the Cql adapter."""
 from __future__ import annotations
 
 import logging
-import struct
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, cast
 
 from cassandra.cqltypes import DateType
+from cassandra.marshal import int64_pack
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from app import metrics
@@ -129,8 +129,9 @@ class HistoryEncoder:
         out: list[EncodedBatch] = []
         for statements, keys, (keyspace, table) in ((account, account_keys, self._names[0]),
                                                     (event, event_keys, self._names[1])):
-            out.extend(EncodedBatch(b"".join(statements[i:i + size]), len(statements[i:i + size]), keys[i],
-                                    keyspace, table) for i in range(0, len(statements), size))
+            for i in range(0, len(statements), size):
+                chunk = statements[i:i + size]
+                out.append(EncodedBatch(b"".join(chunk), len(chunk), keys[i], keyspace, table))
         return out
 
 
@@ -140,11 +141,10 @@ def _timestamp(value: Any, protocol: int) -> bytes:
     if type(value) is not datetime or value.tzinfo is None:
         return cast(bytes, DateType.serialize(value, protocol))
     since = value - _EPOCH
-    return _INT64.pack((since.days * 86400 + since.seconds) * 1000 + value.microsecond // 1000)
+    return int64_pack((since.days * 86400 + since.seconds) * 1000 + value.microsecond // 1000)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_INT64 = struct.Struct(">q")
 
 
 def _unlogged(statement: PreparedStatement, rows: Sequence[Sequence[Any]]) -> BatchStatement:
