@@ -104,7 +104,8 @@ async def process_batch(events: Sequence[EventT], *, deps: Collaborators) -> Non
     if any(value and value[0] == AVRO_MAGIC for value in values):
         with stage(Stage.DECODE):      # writer schemas of the batch's Avro values, at most once per id
             await retry_transient(lambda: deps.avro.prefetch(values), what="Schema Registry")
-    parsed = [parse(value, deps.avro.decode, rules=deps.settings.time_rules, now=now) for value in values]
+    rules = deps.settings.time_rules
+    parsed = [parse(value, deps.avro.decode, rules=rules, now=now) for value in values]
     with stage(Stage.ENRICH):
         entries = await refresh_cache(deps, {tx.account_id for tx in parsed if isinstance(tx, Transaction)},
                                       replayed={tx.account_id for event, tx in zip(events, parsed, strict=True)
@@ -122,12 +123,16 @@ async def process_batch(events: Sequence[EventT], *, deps: Collaborators) -> Non
         await retry_transient(lambda: deps.history.record_history(rows), what="CQL server (history)")
     with stage(Stage.FORWARD):
         pending: List[Awaitable[Any]] = []
+        topics: dict[str, str] = {}              # category -> sink topic, named once per batch
         for event, outcome, body in zip(events, outcomes, bodies, strict=True):
             if isinstance(outcome, PermanentError):
                 pending.append(await deps.outputs.dead_letter(event.message, outcome, agent=AGENT))
-            else:
-                pending.append(await deps.outputs.forward(event.message, deps.sink_topic(outcome.category),
-                                                          outcome.account_id.encode(), body))  # type: ignore[arg-type]
+                continue
+            topic = topics.get(outcome.category)
+            if topic is None:
+                topic = topics[outcome.category] = deps.sink_topic(outcome.category)
+            pending.append(await deps.outputs.forward(event.message, topic, outcome.account_id.encode(),
+                                                      body))  # type: ignore[arg-type]
         await deps.outputs.delivered(pending)
     metrics.transactions_batch(events, outcomes)
 

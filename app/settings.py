@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import socket
@@ -331,8 +332,9 @@ class Settings:
             return self.web_advertised_host
         return socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
 
-    @property
+    @functools.cached_property
     def time_rules(self) -> TimeRules:
+        """Built once: the parsers read it for every event."""
         return TimeRules(self.timestamp_earliest, timedelta(seconds=self.timestamp_max_ahead_s))
 
     @property

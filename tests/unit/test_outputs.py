@@ -142,28 +142,3 @@ def test_delivered_lets_the_producer_send_at_once_what_it_queued() -> None:
         await out.delivered([await out.forward(message(b"v"), "sink", b"acc-1", b"v")])
     asyncio.run(run())
     assert calls == ["now"]
-
-
-def test_send_now_ends_the_linger_of_aiokafkas_open_batches() -> None:
-    """Against aiokafka's own producer and accumulator (not started: no broker needed)."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.structs import TopicPartition
-
-    from app.resources import Resources
-
-    async def run() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", linger_ms=60_000)
-        accumulator = producer._message_accumulator
-        tps = [TopicPartition("sink", p) for p in range(3)]
-        for tp in tps:
-            await accumulator.add_message(tp, b"k", b"v", timeout=1)
-        waiter = accumulator._waiter_future
-        assert all(accumulator._batches[tp][0].remaining_linger() for tp in tps), "lingering"
-        Resources._send_now(SimpleNamespace(app=SimpleNamespace(producer=SimpleNamespace(_producer=producer))))
-        assert all(accumulator._batches[tp][0].remaining_linger() is None for tp in tps), "ready to send"
-        assert waiter.done(), "the sender woken"
-        await accumulator.add_message(tps[0], b"k2", b"v2", timeout=1)
-        assert len(accumulator._batches[tps[0]]) == 1, "a record queued before the sender takes the batch joins it"
-        assert accumulator._batches[tps[0]][0].record_count == 2
-        Resources._send_now(SimpleNamespace(app=SimpleNamespace(producer=SimpleNamespace())))   # not started: no-op
-    asyncio.run(run())
