@@ -22,14 +22,15 @@ class Producer:
     def __init__(self, app: Any) -> None:
         self.app = app
         self._appender: Optional[Appender] = None
+        self._checked: Any = None            # the AIOKafkaProducer `_appender` was decided for
 
     def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], headers: list[tuple[str, bytes]]) -> Any:
         producer = getattr(self.app.producer, "_producer", None)
         if producer is None:        # not started (or not faust's aiokafka driver): faust's own send
             return self.app.producer.send(topic, key, value, None, None, headers)
+        if producer is not self._checked:     # once per producer, not per record (Appender.of may log)
+            self._checked, self._appender = producer, Appender.of(producer)
         appender = self._appender
-        if appender is None or appender.producer is not producer:
-            appender = self._appender = Appender.of(producer)
         if appender is not None:
             future = appender.append(topic, key, value, headers)
             if future is not None:

@@ -153,3 +153,20 @@ def test_send_now_ends_the_linger_of_aiokafkas_open_batches() -> None:
         assert accumulator._batches[tps[0]][0].record_count == 2
         Producer(SimpleNamespace(producer=SimpleNamespace())).send_now()      # not started: no-op
     asyncio.run(run())
+
+
+def test_a_producer_this_was_not_written_for_is_checked_once(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        plain = aiokafka_producer()
+        await plain.send("sink", b"opens", key=b"acc-000001", headers=HEADERS)
+        producer = Producer(SimpleNamespace(producer=SimpleNamespace(_producer=plain)))
+        for _ in range(20):
+            await producer.send("sink", b"acc-000001", b"v", HEADERS)
+        assert producer._appender is None
+        assert records(plain)[TopicPartition("sink", key_partitioner(b"acc-000001", list(range(8)),
+                                                                     list(range(8))))].count((b"acc-000001", b"v")) == 20
+    monkeypatch.setattr(Appender, "WRITTEN_FOR", "0.0.0")
+    with caplog.at_level("WARNING", logger="app.adapters.producer"):
+        asyncio.run(run())
+    assert sum("not 0.0.0" in r.getMessage() for r in caplog.records) == 1, "one warning, not one per record"
