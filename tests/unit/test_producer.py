@@ -164,8 +164,8 @@ def test_a_producer_this_was_not_written_for_is_checked_once(monkeypatch: pytest
         for _ in range(20):
             await producer.send("sink", b"acc-000001", b"v", HEADERS)
         assert producer._appender is None
-        assert records(plain)[TopicPartition("sink", key_partitioner(b"acc-000001", list(range(8)),
-                                                                     list(range(8))))].count((b"acc-000001", b"v")) == 20
+        tp = TopicPartition("sink", key_partitioner(b"acc-000001", list(range(8)), list(range(8))))
+        assert records(plain)[tp].count((b"acc-000001", b"v")) == 20, "all sent, through send"
     monkeypatch.setattr(Appender, "WRITTEN_FOR", "0.0.0")
     with caplog.at_level("WARNING", logger="app.adapters.producer"):
         asyncio.run(run())
